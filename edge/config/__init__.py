@@ -1,0 +1,1 @@
+"""Configuration: one pydantic model per concern, assembled in edge.config.root."""

@@ -1,0 +1,52 @@
+"""Configuration of the per-person vote (edge.decide)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class DecideConfig(BaseModel):
+    """How looks at one person's face become one decision: mask, no_mask or undecided."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    no_mask_below: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description=(
+            "A frontal look whose mask probability (with / (with + without)) is below this "
+            "votes -1 (no mask)."
+        ),
+    )
+    mask_above: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="A frontal look whose mask probability is above this votes +1 (mask).",
+    )
+    min_votes: int = Field(
+        3,
+        ge=1,
+        description="Votes a person needs before mask or no_mask is decided; fewer gives undecided.",
+    )
+    min_head_px: float = Field(
+        16.0,
+        ge=0,
+        description="Heads smaller than this (the shorter box side, in frame pixels) never vote.",
+    )
+    min_front_score: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "A look votes only when the detector's score for a frontal class (with or without "
+            "mask) is at least this; weaker frontal looks keep the track alive but abstain."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> DecideConfig:
+        if self.no_mask_below >= self.mask_above:
+            raise ValueError("no_mask_below must be smaller than mask_above")
+        return self
