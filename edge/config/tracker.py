@@ -1,8 +1,15 @@
-"""Configuration of the head tracker (edge.track)."""
+"""Configuration of the head tracker (edge.track).
+
+Distances and sizes are measured in box heights and times in seconds, so one set of values
+serves heads and whole bodies, near and far, at any frame rate and with detection on every
+n-th frame only. The defaults were chosen on MOTChallenge MOT15 (PETS09-S2L1, TUD-Campus,
+TUD-Stadtmitte) and on the same data at a third of the frame rate and with head-sized boxes;
+see `make eval-tracking`.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TrackerConfig(BaseModel):
@@ -11,18 +18,184 @@ class TrackerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_hits: int = Field(
-        3,
+        5,
         ge=1,
-        description="Detections a new track needs before it is confirmed and can count as a person.",
+        description=(
+            "Detections a new track needs before it is confirmed and counts as a person. "
+            "Higher values ignore more false alarms (a reflection, a poster, a box that "
+            "flickers for a few frames) but a person seen only briefly is never counted and "
+            "every person's count and vote start later; lower values count people seen only "
+            "for a moment, and false alarms with them. At 5 detections per second, 5 is one "
+            "second of being seen."
+        ),
+    )
+    min_track_s: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Seconds between a track's first detection and its confirmation, on top of "
+            "min_hits. Useful at high detection rates, where min_hits detections come within "
+            "a fraction of a second: a burst of false detections then has to last this long "
+            "to count. Raising it delays every person's confirmation by as much and drops "
+            "people who pass faster than that."
+        ),
     )
     max_age_s: float = Field(
-        1.0,
+        3.0,
         gt=0,
-        description="Seconds a confirmed track survives without a matching detection before it ends.",
+        description=(
+            "Seconds a confirmed track survives without a matching detection before it ends "
+            "(and its person is decided and published). Longer keeps the identity of a person "
+            "hidden behind someone else or missed by the detector, so they are not counted "
+            "twice; but the decision is published that much later, and a new person who "
+            "appears where a lost one was heading within this time may take over the old "
+            "identity and be missed."
+        ),
+    )
+    tentative_max_age_s: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "Seconds a not-yet-confirmed track survives without a matching detection. 0 ends "
+            "it on the first detection frame that misses it, so a new track must be detected "
+            "min_hits times in a row; a larger value lets a person who is detected only on and "
+            "off get confirmed, at the price of letting scattered false alarms add up to a "
+            "person."
+        ),
     )
     iou_threshold: float = Field(
         0.2,
         ge=0,
         le=1,
-        description="Smallest IoU between a predicted track box and a detection that may be matched.",
+        description=(
+            "Smallest IoU between a track's predicted box and a confident detection for them "
+            "to be matched by overlap. Lower values follow fast or jerky movement and poorly "
+            "placed boxes, but make two people who cross more likely to swap identities; "
+            "higher values swap less but lose more tracks, which the distance gate must then "
+            "find again."
+        ),
     )
+    high_score: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description=(
+            "Detections scoring at least this are matched first and may start a new track. "
+            "Higher values start fewer tracks from false alarms but start real people later "
+            "and miss faint ones; lower values let weak false alarms start tracks."
+        ),
+    )
+    low_score: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description=(
+            "Detections below this are ignored. Those between low_score and high_score "
+            "never start a track but may extend a track seen on the previous detection frame "
+            "when they overlap its prediction by low_iou_threshold (ByteTrack), which keeps a "
+            "person through a partly hidden or badly lit moment. Raising it towards "
+            "high_score switches that second chance off."
+        ),
+    )
+    low_iou_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Smallest IoU for a weak detection (between low_score and high_score) to extend a "
+            "track. Kept strict because weak boxes are more often wrong: lower values keep "
+            "more tracks alive through weak looks and also glue more clutter onto them."
+        ),
+    )
+    distance_gate: float = Field(
+        0.5,
+        gt=0,
+        description=(
+            "Radius, in box heights, within which a track that found no overlapping detection "
+            "may still take a confident detection by centre distance, before its time unseen "
+            "widens the radius (speed_gate, gate_growth). Larger values find a person again "
+            "after a jump of the box or a missed detection, but may hand one person's "
+            "identity to a neighbour; smaller values count a person twice more often."
+        ),
+    )
+    speed_gate: float = Field(
+        0.5,
+        ge=0,
+        description=(
+            "How much the distance radius grows with the track's own speed while it is unseen: "
+            "the radius gains speed_gate x speed x seconds unseen. It lets a fast-moving head "
+            "that slowed down, stopped or turned behind an occluder be found again, in any "
+            "units and at any size; larger values reach further for fast tracks and risk "
+            "taking someone else's detection in a crowd."
+        ),
+    )
+    gate_growth: float = Field(
+        0.5,
+        ge=0,
+        description=(
+            "How much the distance radius grows, in box heights per second unseen, whatever the "
+            "track's speed: it covers a person who starts to move while hidden. Larger values "
+            "re-find people after longer occlusions (up to max_age_s) but let a lost track "
+            "claim a new person who appears nearby; 0 keeps the radius at distance_gate plus "
+            "the speed term."
+        ),
+    )
+    max_size_ratio: float = Field(
+        1.5,
+        ge=1,
+        description=(
+            "A track and a detection matched by distance may differ in height by at most this "
+            "factor. It stops a far, small person from taking over a near, large one's identity "
+            "(and back); values near 1 reject real size changes of a person walking towards "
+            "the camera between two looks, large values allow such mix-ups."
+        ),
+    )
+    birth_overlap: float = Field(
+        0.4,
+        gt=0,
+        le=1,
+        description=(
+            "A confident detection left unmatched starts a new track only if less than this "
+            "fraction of its area lies inside a live track's box. Double detections of one "
+            "person (a whole body and its upper half, one body and a pair split apart) then "
+            "do not count as a second person; a real second person standing in front of or "
+            "behind someone is counted once they part. Lower values suppress more duplicates "
+            "and delay more real people; 1 switches the check off."
+        ),
+    )
+    measurement_noise: float = Field(
+        0.05,
+        gt=0,
+        description=(
+            "Standard deviation of a detected box's centre and size, as a fraction of its "
+            "height: how much the Kalman filter trusts a single detection. Larger values give "
+            "smoother tracks that react late to turns; smaller values follow every jitter of "
+            "the detector, which makes the velocity and so the prediction noisy."
+        ),
+    )
+    acceleration_noise: float = Field(
+        0.1,
+        gt=0,
+        description=(
+            "Standard deviation of how fast a person's velocity changes, in box heights per "
+            "second squared (the Kalman filter's process noise). Larger values let the "
+            "prediction follow sudden stops and turns but make it wander during occlusions; "
+            "smaller values assume steady walking, which keeps identities through crossings "
+            "and gaps as long as people do walk steadily."
+        ),
+    )
+    initial_velocity_std: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "Standard deviation of a new track's unknown velocity, in box heights per second. "
+            "Larger values let the first few detections set the velocity quickly (and noisily); "
+            "smaller values assume a new person is nearly still until proven otherwise."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _scores_ordered(self) -> TrackerConfig:
+        if self.low_score > self.high_score:
+            raise ValueError("low_score must not be larger than high_score")
+        return self

@@ -1,0 +1,245 @@
+"""Configuration of one camera (edge.capture): where frames come from and which part counts."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path, PurePath
+from typing import Annotated, Literal, Union
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
+
+from edge.config.paths import relative_to_config
+
+SourceKind = Literal["v4l2", "url", "file"]
+
+# Schemes OpenCV's FFmpeg backend opens as network streams; anything else with "://" is a typo.
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+
+# Topic-safe: no "/", "+", "#" or spaces, which would break the MQTT topic tree.
+TOPIC_SAFE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+_URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Margin = Annotated[float, Field(ge=0.0, le=49.0)]
+
+
+def source_kind(source: int | str) -> SourceKind:
+    """Tell how a camera source is opened: a V4L2 device, a network URL or a video file."""
+    if isinstance(source, int) or source.startswith("/dev/"):
+        return "v4l2"
+    if _URL_RE.match(source):
+        return "url"
+    return "file"
+
+
+def redact_source(source: int | str) -> str:
+    """The source as it may appear in logs and MQTT: a URL's password replaced by "***"."""
+    if isinstance(source, int) or source_kind(source) != "url":
+        return str(source)
+    parts = urlsplit(source)
+    if parts.password is None:
+        return source
+    userinfo = f"{parts.username or ''}:***"
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}"))
+
+
+def _int_or_str(value: object) -> object:
+    """One clear type error for a source that is neither an index nor a path/URL."""
+    if isinstance(value, PurePath):  # convenient for code building configs from Path objects
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(
+            "must be a V4L2 device index (integer) or a device path, URL or file path (string)"
+        )
+    return value
+
+
+class ZoneConfig(BaseModel):
+    """The part of the frame where heads count: margins cut off the edges, a polygon refines it.
+
+    A head counts when its box centre lies inside the margins and, if a polygon is given, inside
+    the polygon too. Margins keep half-visible heads entering or leaving the frame from voting.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    margin_left_pct: Margin = Field(
+        5.0, description="Percent of the frame width on the left where heads do not count."
+    )
+    margin_right_pct: Margin = Field(
+        5.0, description="Percent of the frame width on the right where heads do not count."
+    )
+    margin_top_pct: Margin = Field(
+        5.0, description="Percent of the frame height at the top where heads do not count."
+    )
+    margin_bottom_pct: Margin = Field(
+        5.0, description="Percent of the frame height at the bottom where heads do not count."
+    )
+    polygon: list[tuple[Fraction, Fraction]] | None = Field(
+        None,
+        min_length=3,
+        description=(
+            "Optional counting area as [x, y] points, each a fraction (0..1) of the frame width "
+            "and height, at least 3 points; heads count only when their centre is inside it."
+        ),
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon_has_area(
+        cls, pts: list[tuple[float, float]] | None
+    ) -> list[tuple[float, float]] | None:
+        """Reject polygons whose points all lie on one line: no head could ever count."""
+        if pts is not None:
+            twice_area = sum(
+                x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in zip(pts, pts[1:] + pts[:1], strict=True)
+            )
+            if abs(twice_area) < 1e-9:
+                raise ValueError("polygon encloses no area (its points lie on one line)")
+        return pts
+
+    def margin_box(self, width: int, height: int) -> tuple[float, float, float, float]:
+        """The counting rectangle inside the margins, (x1, y1, x2, y2) in pixels."""
+        return (
+            width * self.margin_left_pct / 100.0,
+            height * self.margin_top_pct / 100.0,
+            width * (1.0 - self.margin_right_pct / 100.0),
+            height * (1.0 - self.margin_bottom_pct / 100.0),
+        )
+
+    def polygon_px(self, width: int, height: int) -> list[tuple[float, float]] | None:
+        """The polygon scaled to pixels of a width x height frame, or None without one."""
+        if self.polygon is None:
+            return None
+        return [(x * width, y * height) for x, y in self.polygon]
+
+
+class CameraConfig(BaseModel):
+    """One camera: its source, wanted capture settings, counting zone and recovery timings."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(
+        ...,
+        pattern=TOPIC_SAFE_PATTERN,
+        description=(
+            "Camera name, unique on this device; used in MQTT topics, so only letters, digits, "
+            "'_' and '-' (at most 64)."
+        ),
+    )
+    source: Annotated[Union[StrictInt, StrictStr], BeforeValidator(_int_or_str)] = Field(
+        ...,
+        description=(
+            "Where frames come from: a V4L2 device index (0) or path (/dev/video0), a stream URL "
+            "(rtsp://, rtsps://, http(s)://, rtmp://, udp://, tcp://, srt://) or a video file path."
+        ),
+    )
+    width: int | None = Field(
+        None, gt=0, description="Wanted capture width in pixels; the camera's default when unset."
+    )
+    height: int | None = Field(
+        None, gt=0, description="Wanted capture height in pixels; the camera's default when unset."
+    )
+    fps: float | None = Field(
+        None, gt=0, description="Wanted capture frame rate; the camera's default when unset."
+    )
+    zone: ZoneConfig = Field(
+        default_factory=ZoneConfig,
+        description="The part of the frame where heads count.",
+    )
+    detect_every_n_frames: int = Field(
+        1,
+        ge=1,
+        description="Run the detector on every n-th captured frame (1 = every frame).",
+    )
+    reconnect_initial_s: float = Field(
+        1.0,
+        gt=0,
+        description="First wait before reopening a failed source; doubles after each failure.",
+    )
+    reconnect_max_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait between attempts to reopen a failed source.",
+    )
+    stall_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="No new frame for this many seconds means the source is stalled: reconnect.",
+    )
+    frozen_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="Identical frames for this many seconds are reported as a frozen camera.",
+    )
+    file_pacing: Literal["asap", "realtime"] = Field(
+        "realtime",
+        description=(
+            "For file sources: 'realtime' reads frames at the file's frame rate, 'asap' as fast "
+            "as the pipeline goes (replay uses asap)."
+        ),
+    )
+    loop: bool = Field(
+        False, description="For file sources: restart the file at its end instead of stopping."
+    )
+    end_track_gap_s: float = Field(
+        5.0,
+        gt=0,
+        description=(
+            "After a capture gap (reconnect, stall) this long, open tracks are finalised: "
+            "the people in them are decided with the votes they have."
+        ),
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_can_open(cls, src: int | str, info: ValidationInfo) -> int | str:
+        """Reject sources that can never open; resolve a relative file path like other paths."""
+        if isinstance(src, int):
+            if src < 0:
+                raise ValueError("a V4L2 device index must be >= 0")
+            return src
+        if not src.strip():
+            raise ValueError("must not be empty")
+        m = _URL_RE.match(src)
+        if m and m.group(1).lower() not in URL_SCHEMES:
+            raise ValueError(
+                f"unsupported URL scheme {m.group(1)!r} "
+                f"(use one of {', '.join(URL_SCHEMES)}, or a plain file path)"
+            )
+        if source_kind(src) == "file":
+            return str(relative_to_config(Path(src), info))
+        return src
+
+    @field_validator("reconnect_max_s")
+    @classmethod
+    def _max_not_below_initial(cls, value: float, info: ValidationInfo) -> float:
+        """A cap below the first wait would make the backoff shrink."""
+        initial = info.data.get("reconnect_initial_s")
+        if initial is not None and value < initial:
+            raise ValueError(f"must be >= reconnect_initial_s ({initial})")
+        return value
+
+    @property
+    def source_kind(self) -> SourceKind:
+        """How this source is opened: "v4l2" (index or /dev path), "url" or "file"."""
+        return source_kind(self.source)
+
+    @property
+    def source_redacted(self) -> str:
+        """The source safe to log or publish: any password in a URL replaced by "***"."""
+        return redact_source(self.source)

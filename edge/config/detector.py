@@ -1,0 +1,129 @@
+"""Configuration of the head detector (edge.detect): which model, which accelerator, thresholds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from edge.config.paths import relative_to_config
+
+MODEL_FILE = "head_detector_int8.tflite"
+LABELS_FILE = "labels.txt"
+# Where a Debian package installs the models; used when edge/ is not next to a models/ folder.
+SYSTEM_MODELS_DIR = Path("/usr/share/maskwatch/models")
+
+
+def models_dir() -> Path:
+    """The folder holding the shipped models.
+
+    models/ next to the edge package (a source checkout or an editable install) wins, then
+    /usr/share/maskwatch/models. When neither holds the model, the checkout folder is returned
+    so that the detector's "file not found" error names a sensible place.
+    """
+    beside_package = Path(__file__).resolve().parent.parent.parent / "models"
+    for candidate in (beside_package, SYSTEM_MODELS_DIR):
+        if (candidate / MODEL_FILE).is_file():
+            return candidate
+    return beside_package
+
+
+def default_model_path() -> Path:
+    """The shipped CPU model: <models>/head_detector_int8.tflite (see models_dir())."""
+    return models_dir() / MODEL_FILE
+
+
+def edgetpu_model_for(model: Path) -> Path:
+    """The Edge TPU build of a model: "<stem>_edgetpu.tflite" beside it (as edgetpu_compiler)."""
+    return model.with_name(f"{model.stem}_edgetpu{model.suffix}")
+
+
+class DetectorConfig(BaseModel):
+    """The head detector: model files, accelerator choice and detection thresholds."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, protected_namespaces=())
+
+    model: Path = Field(
+        default_factory=default_model_path,
+        description=(
+            "Quantized .tflite model run on the CPU (relative paths are relative to this config "
+            "file). Default: the shipped head_detector_int8.tflite in the package's models/ "
+            "folder or /usr/share/maskwatch/models."
+        ),
+    )
+    edgetpu_model: Path | None = Field(
+        None,
+        description=(
+            "The same model compiled for the Coral Edge TPU. Default when not given: "
+            "<model stem>_edgetpu.tflite beside model. null disables the Edge TPU."
+        ),
+    )
+    labels: Path | None = Field(
+        None,
+        description="Label file, one name per line. Default when not given: labels.txt beside "
+        "model.",
+    )
+    accelerator: Literal["auto", "cpu", "edgetpu"] = Field(
+        "auto",
+        description=(
+            "'edgetpu' requires a Coral Edge TPU (fails if none), 'cpu' never uses one, 'auto' "
+            "uses the Edge TPU when one and edgetpu_model are present, else the CPU."
+        ),
+    )
+    score_threshold: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="Detections whose best head score is below this are dropped.",
+    )
+    nms_iou: float = Field(
+        0.45,
+        gt=0,
+        le=1,
+        description="Non-maximum suppression: of two boxes overlapping more than this IoU, "
+        "the weaker is dropped.",
+    )
+    max_detections: int = Field(
+        50, ge=1, description="At most this many heads are kept per frame (strongest first)."
+    )
+    threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="CPU threads the interpreter may use (leave cores for capture and tracking).",
+    )
+    stuck_inference_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "One inference taking longer than this many seconds is reported as a stuck "
+            "detector (a hung Edge TPU, for example) and the daemon exits for systemd to restart."
+        ),
+    )
+
+    @field_validator("model", "edgetpu_model", "labels")
+    @classmethod
+    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        """Relative model paths point next to the config file, not to the working directory."""
+        return None if path is None else relative_to_config(path, info)
+
+    @model_validator(mode="after")
+    def _derive_companion_files(self) -> DetectorConfig:
+        """Fill edgetpu_model and labels from model when the file leaves them out.
+
+        Deriving them from model (rather than from the shipped models) keeps a custom model
+        from being paired with the shipped model's Edge TPU build. An explicit null for
+        edgetpu_model stays None: the user asked for no Edge TPU model.
+        """
+        if "edgetpu_model" not in self.model_fields_set:
+            self.edgetpu_model = edgetpu_model_for(self.model)
+        if self.labels is None:
+            self.labels = self.model.with_name(LABELS_FILE)
+        return self
+
+    @property
+    def labels_path(self) -> Path:
+        """The label file (always set after validation; typed non-optional for callers)."""
+        assert self.labels is not None  # filled by _derive_companion_files
+        return self.labels

@@ -1,0 +1,166 @@
+"""`maskwatch track --mot`: the daemon's own tracker over MOTChallenge detections.
+
+Reads a MOTChallenge detection file (`frame,id,x,y,w,h,score,...`, one box per line, frames
+numbered from 1), runs edge.track.Tracker over it frame by frame at the given frame rate with
+the same code and defaults as `maskwatch run`, and writes MOTChallenge result rows
+(`frame,id,x,y,w,h,1,-1,-1,-1`) of confirmed tracks only. The ids written are the people the
+daemon would have counted: a track that never got confirmed writes nothing.
+
+A track's rows from before its confirmation are held back and written once it is confirmed
+(the daemon, too, counts the person from its first look). Frames on which a track was not
+detected but found again later get a box interpolated between the detections either side of
+the gap; frames after a track's last detection get none. This only fills in boxes: which
+detection belongs to which person is exactly the tracker's online decision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from edge.config.tracker import TrackerConfig
+from edge.detection import FACE_NOT_VISIBLE, Detection
+from edge.track import Tracker
+
+
+class MotFormatError(ValueError):
+    """A detection file line that is not a valid MOTChallenge detection row."""
+
+
+# MOTChallenge columns read from a detection row, with their index.
+_FIELDS = (("frame", 0), ("x", 2), ("y", 3), ("w", 4), ("h", 5), ("score", 6))
+
+
+def read_detections(det_path: Path, min_score: float = 0.0) -> dict[int, list[Detection]]:
+    """The detections of `det_path` grouped by frame number, those below min_score dropped.
+
+    The tracker is class-agnostic; a whole-body box carries no face, so every detection gets
+    the face_not_visible label with the row's score.
+
+    Raises:
+        MotFormatError: naming the file, line and field of the first bad row.
+        OSError: when the file cannot be read.
+    """
+    frames: dict[int, list[Detection]] = {}
+    with det_path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            cells = text.split(",")
+            if len(cells) < 7:
+                raise MotFormatError(
+                    f"{det_path}:{number}: expected at least 7 comma-separated fields "
+                    f"(frame,id,x,y,w,h,score), got {len(cells)}"
+                )
+            values: dict[str, float] = {}
+            for name, index in _FIELDS:
+                try:
+                    value = float(cells[index])
+                except ValueError:
+                    value = math.nan
+                if not math.isfinite(value):
+                    raise MotFormatError(
+                        f"{det_path}:{number}: field {name!r} is not a finite number: "
+                        f"{cells[index].strip()!r}"
+                    )
+                values[name] = value
+            frame = values["frame"]
+            if frame < 1 or frame != int(frame):
+                raise MotFormatError(
+                    f"{det_path}:{number}: field 'frame' must be a whole number >= 1, "
+                    f"got {cells[0].strip()!r}"
+                )
+            if values["w"] <= 0 or values["h"] <= 0:
+                bad = "w" if values["w"] <= 0 else "h"
+                raise MotFormatError(
+                    f"{det_path}:{number}: field {bad!r} must be positive, got {values[bad]:g}"
+                )
+            score = values["score"]
+            if score < min_score:
+                continue
+            x, y = values["x"], values["y"]
+            box = (x, y, x + values["w"], y + values["h"])
+            frames.setdefault(int(frame), []).append(
+                Detection(box=box, label=FACE_NOT_VISIBLE, score=score, scores=(0.0, 0.0, score))
+            )
+    return frames
+
+
+@dataclass(slots=True)
+class _Pending:
+    """What is held back of one track: rows not written yet, frames it was not detected on.
+
+    Attributes:
+        rows: (frame, box) rows to write once the track is confirmed.
+        predicted: frames since its last detection, filled in if it is detected again.
+        last: frame and box of its last detection.
+    """
+
+    rows: list[tuple[int, tuple[float, float, float, float]]] = field(default_factory=list)
+    predicted: list[int] = field(default_factory=list)
+    last: tuple[int, tuple[float, float, float, float]] | None = None
+
+
+def track_mot(
+    det_path: Path,
+    fps: float,
+    min_score: float,
+    out: TextIO,
+    config: TrackerConfig | None = None,
+) -> int:
+    """Track the detections of `det_path` and write confirmed tracks as MOTChallenge rows.
+
+    Args:
+        det_path: MOTChallenge detection file.
+        fps: the sequence's frame rate; frame k is at time (k - 1) / fps seconds.
+        min_score: detections scoring below this are dropped before tracking.
+        out: where the rows go, sorted by frame then id.
+        config: tracker settings; the daemon's defaults when None.
+
+    Returns:
+        The number of distinct ids written: the people counted.
+
+    Raises:
+        MotFormatError: a bad line in det_path (file, line and field named).
+        ValueError: fps not positive.
+    """
+    if not fps > 0 or not math.isfinite(fps):
+        raise ValueError(f"--fps must be a positive number, got {fps!r}")
+    frames = read_detections(det_path, min_score)
+    tracker = Tracker(config or TrackerConfig())
+    rows: list[tuple[int, int, tuple[float, float, float, float]]] = []
+    pending: dict[int, _Pending] = {}
+    people: set[int] = set()
+    last_frame = max(frames, default=0)
+    for frame in range(1, last_frame + 1):
+        update = tracker.update(frames.get(frame, []), (frame - 1) / fps)
+        for head in update.heads:
+            held = pending.setdefault(head.track_id, _Pending())
+            if head.detection is not None:
+                # The track was there all along: fill the frames it was only predicted on by
+                # interpolating between the detections before and after the gap.
+                if held.predicted and held.last is not None:
+                    f0, b0 = held.last
+                    for f in held.predicted:
+                        w = (f - f0) / (frame - f0)
+                        box = tuple(p + w * (q - p) for p, q in zip(b0, head.box, strict=True))
+                        held.rows.append((f, box))  # type: ignore[arg-type]
+                    held.predicted.clear()
+                held.last = (frame, head.box)
+                held.rows.append((frame, head.box))
+            else:
+                held.predicted.append(frame)
+            if head.confirmed and held.rows:
+                people.add(head.track_id)
+                rows.extend((f, head.track_id, b) for f, b in held.rows)
+                held.rows.clear()
+        for ended in update.ended:
+            pending.pop(ended.track_id, None)
+    tracker.finish()
+    rows.sort(key=lambda r: (r[0], r[1]))
+    for frame, track_id, (x1, y1, x2, y2) in rows:
+        out.write(f"{frame},{track_id},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,-1,-1,-1\n")
+    return len(people)

@@ -1,0 +1,236 @@
+"""Train the three-label head detector; resumable, checkpoints every epoch.
+
+    python -m models.training.train --shared ../shared --run models/training/runs/main
+
+Writes <run>/last.weights.h5 and <run>/best.weights.h5 (by mean validation AP50 of the two
+front classes), <run>/state.json and <run>/log.txt. Re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from tensorflow import keras
+
+from edge.anchors import ANCHOR_SPEC, anchors_xyxy, encode_boxes, iou_matrix, make_anchors
+from edge.detection import LABELS
+from edge.postprocess import select_heads
+from models.training.augment import augment, letterbox
+from models.training.data import IGNORE, Sample, face_mask_split, video_samples, write_split
+from models.training.metrics import ImageResult, average_precision
+from models.training.model import build_detector, load_imagenet_weights
+
+SIZE = ANCHOR_SPEC.input_size
+ANCHORS = make_anchors()
+ANCHOR_BOXES = anchors_xyxy(ANCHORS)
+POS_IOU, NEG_IOU = 0.45, 0.3
+NUM_CLASSES = len(LABELS)
+# Video clips the teacher labels for training; store-aisle and face-demographics stay out
+# (held out for validation), classroom has seated students the teacher cannot find.
+TRAIN_CLIPS = ("one-by-one-person-detection.mp4",)
+
+
+def encode_targets(
+    boxes: np.ndarray, labels: np.ndarray, background_classes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-anchor class targets and weights, box targets and weights for one image.
+
+    An anchor is positive for a labelled head when IoU >= POS_IOU (and every head gets its best
+    anchor, so tiny heads are never unmatched); negative when IoU < NEG_IOU with every head;
+    anchors on ignore regions or between the thresholds carry no class loss. Negatives teach
+    only the image's background_classes.
+    """
+    n = len(ANCHORS)
+    cls_t = np.zeros((n, NUM_CLASSES), np.float32)
+    cls_w = np.zeros((n, NUM_CLASSES), np.float32)
+    box_t = np.zeros((n, 4), np.float32)
+    box_w = np.zeros(n, np.float32)
+    cls_w[:, list(background_classes)] = 1.0
+    if len(boxes) == 0:
+        return cls_t, cls_w, box_t, box_w
+    ious = iou_matrix(ANCHOR_BOXES, boxes)  # (A, G)
+    valid = labels >= 0
+    best_gt = ious.argmax(axis=1)
+    best_iou = ious.max(axis=1)
+    # Anything overlapping a head (labelled or ignored) is not clean background.
+    cls_w[best_iou >= NEG_IOU] = 0.0
+    if (~valid).any():
+        ign = ious[:, ~valid].max(axis=1)
+        cls_w[ign >= 0.2] = 0.0
+    pos = (best_iou >= POS_IOU) & valid[best_gt]
+    # Force each labelled head's best anchor positive.
+    for g in np.flatnonzero(valid):
+        a = int(ious[:, g].argmax())
+        if ious[a, g] > 0.05:
+            pos[a] = True
+            best_gt[a] = g
+    idx = np.flatnonzero(pos)
+    gts = best_gt[idx]
+    cls_t[idx, labels[gts]] = 1.0
+    cls_w[idx] = 1.0  # a positive is a negative for the other two labels
+    box_t[idx] = encode_boxes(boxes[gts], ANCHORS[idx])
+    box_w[idx] = 1.0
+    return cls_t, cls_w, box_t, box_w
+
+
+def batches(
+    samples: list[Sample], batch: int, steps: int, seed: int
+) -> "queue.Queue[tuple[np.ndarray, ...] | None]":
+    """Produce augmented, encoded batches on a background thread (OpenCV releases the GIL)."""
+    out: queue.Queue[tuple[np.ndarray, ...] | None] = queue.Queue(maxsize=4)
+
+    def work() -> None:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(samples))
+        pos = 0
+        for _ in range(steps):
+            items = []
+            for _ in range(batch):
+                if pos >= len(order):
+                    order, pos = rng.permutation(len(samples)), 0
+                s = samples[order[pos]]
+                pos += 1
+                img, b, lab = augment(s.load_rgb(), s.boxes, s.labels, SIZE, rng, IGNORE)
+                items.append((img, *encode_targets(b, lab, s.background_classes)))
+            out.put(tuple(np.stack(col) for col in zip(*items)))
+        out.put(None)
+
+    threading.Thread(target=work, daemon=True).start()
+    return out
+
+
+def focal_loss(logits: tf.Tensor, target: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+    """Sigmoid focal loss (alpha 0.25, gamma 2), summed over weighted entries."""
+    p = tf.sigmoid(logits)
+    ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=target, logits=logits)
+    p_t = target * p + (1 - target) * (1 - p)
+    alpha = target * 0.25 + (1 - target) * 0.75
+    return tf.reduce_sum(weight * alpha * tf.pow(1 - p_t, 2.0) * ce)
+
+
+def evaluate(model: keras.Model, samples: list[Sample]) -> dict[str, float]:
+    """Validation AP50 per front class of the float model (letterboxed like the runtime)."""
+    results = []
+    for s in samples:
+        img, scale = letterbox(s.load_rgb(), SIZE)
+        probs, deltas = model(img[None].astype(np.float32), training=False)
+        boxes, labels, scores = select_heads(
+            probs[0].numpy(), deltas[0].numpy(), ANCHORS, 0.05, 0.45, 100
+        )
+        results.append(
+            ImageResult(
+                s.boxes * scale, s.labels, boxes, labels, scores[np.arange(len(labels)), labels]
+            )
+        )
+    return {LABELS[c]: average_precision(results, c) for c in (0, 1)}
+
+
+def main() -> None:
+    """Parse arguments, build data and model, train with resume."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    ap.add_argument("--run", type=Path, default=Path("models/training/runs/main"))
+    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--video-every-n", type=int, default=3)
+    ap.add_argument("--video-per-epoch", type=int, default=200)
+    ap.add_argument("--eval-every", type=int, default=4)
+    args = ap.parse_args()
+    args.run.mkdir(parents=True, exist_ok=True)
+    log = (args.run / "log.txt").open("a")
+
+    def say(msg: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        log.write(line + "\n")
+        log.flush()
+
+    train, val = face_mask_split(args.shared / "datasets/face-mask-853")
+    write_split(Path(__file__).with_name("split.json"), train, val)
+    videos: list[Sample] = []
+    for clip in TRAIN_CLIPS:
+        videos += video_samples(args.shared / "videos" / clip, args.video_every_n)
+    say(f"face-mask-853 train {len(train)} val {len(val)}; video frames {len(videos)}")
+
+    train_model, export_model, backbone = build_detector(SIZE)
+    state_path = args.run / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"epoch": 0, "best": -1}
+    if state["epoch"] > 0:
+        train_model.load_weights(args.run / "last.weights.h5")
+        say(f"resumed after epoch {state['epoch']}")
+    else:
+        load_imagenet_weights(backbone, args.shared / "weights/tf2_mobilenet_v2_1.0_224_ptq.tflite")
+    # The folded ImageNet statistics are exact; batches of 16 would only make them noisy.
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+    steps_per_epoch = (len(train) + min(args.video_per_epoch, len(videos))) // args.batch
+    total = steps_per_epoch * args.epochs
+    warmup = steps_per_epoch
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        return 0.5 * args.lr * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    opt = keras.optimizers.Adam(args.lr, clipnorm=5.0)
+    variables = train_model.trainable_variables
+
+    @tf.function(reduce_retracing=True)
+    def step(x, cls_t, cls_w, box_t, box_w):  # type: ignore[no-untyped-def]
+        with tf.GradientTape() as tape:
+            logits, deltas = train_model(x, training=True)
+            n_pos = tf.maximum(tf.reduce_sum(box_w), 1.0)
+            cls_loss = focal_loss(logits, cls_t, cls_w) / n_pos
+            diff = tf.abs(deltas - box_t)
+            smooth = tf.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
+            box_loss = tf.reduce_sum(tf.reduce_sum(smooth, -1) * box_w) / n_pos
+            loss = cls_loss + box_loss
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+        return cls_loss, box_loss
+
+    rng = np.random.default_rng(state["epoch"])
+    for epoch in range(state["epoch"], args.epochs):
+        t0 = time.time()
+        picked = [videos[i] for i in rng.permutation(len(videos))[: args.video_per_epoch]]
+        q = batches(train + picked, args.batch, steps_per_epoch, seed=1000 + epoch)
+        losses = []
+        for k in range(steps_per_epoch):
+            item = q.get()
+            if item is None:
+                break
+            opt.learning_rate.assign(lr_at(epoch * steps_per_epoch + k))
+            c, b = step(*[tf.constant(v) for v in item])
+            losses.append((float(c), float(b)))
+        mean = np.mean(losses, axis=0)
+        train_model.save_weights(args.run / "last.weights.h5")
+        msg = f"epoch {epoch + 1}/{args.epochs} cls {mean[0]:.3f} box {mean[1]:.3f} "
+        msg += f"{time.time() - t0:.0f}s"
+        if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
+            ap = evaluate(export_model, val)
+            score = float(np.mean(list(ap.values())))
+            msg += " val AP50 " + " ".join(f"{k} {v:.3f}" for k, v in ap.items())
+            if score > state["best"]:
+                state["best"] = score
+                state["best_epoch"] = epoch + 1
+                train_model.save_weights(args.run / "best.weights.h5")
+                msg += " (best)"
+        state["epoch"] = epoch + 1
+        state_path.write_text(json.dumps(state))
+        say(msg)
+    say(f"done; best mean front AP50 {state['best']:.3f} at epoch {state.get('best_epoch')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Shared fixtures: a real mosquitto broker on a free loopback port, and an MQTT subscriber."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_accepts(host: str, port: int) -> bool:
+    """Whether a TCP connection to host:port succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Mosquitto:
+    """A mosquitto process in the foreground; stop() kills it, start() brings it back on the
+    same port (state is in memory, so retained messages and sessions are lost: a real crash)."""
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self, workdir: Path, extra_config: list[str] | None = None, anonymous: bool = True
+    ) -> None:
+        """Write the config: one listener on a free loopback port (extra_config lines come
+        after it, so listener options such as certfile apply to it); does not start."""
+        self.port = free_port()
+        self.workdir = workdir
+        self.config = workdir / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {str(anonymous).lower()}"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # keep access to files under the test's private tmp dir
+        self.config.write_text("\n".join([*lines, *(extra_config or [])]) + "\n")
+        self.log = workdir / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        """Start the broker and wait until its port accepts connections."""
+        assert self._proc is None, "already running"
+        with self.log.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [str(MOSQUITTO), "-c", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout_s
+        while not port_accepts(self.host, self.port):
+            if self._proc.poll() is not None:
+                self._proc = None
+                raise RuntimeError(f"mosquitto exited at start:\n{self.log.read_text()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"mosquitto did not listen in {timeout_s}s:\n{self.log.read_text()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Kill the broker (SIGKILL: no clean shutdown) and wait for it to exit."""
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait(timeout=10)
+        self._proc = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Start brokers with extra config lines; all are killed at teardown."""
+    if not MOSQUITTO.exists():
+        pytest.skip(f"{MOSQUITTO} is not installed (apt-get install mosquitto)")
+    brokers: list[Mosquitto] = []
+
+    def make(extra_config: list[str] | None = None, anonymous: bool = True) -> Mosquitto:
+        workdir = tmp_path / f"mosquitto-{len(brokers)}"
+        workdir.mkdir()
+        broker = Mosquitto(workdir, extra_config, anonymous)
+        brokers.append(broker)
+        broker.start()
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto(mosquitto_factory: Callable[..., Mosquitto]) -> Mosquitto:
+    """A running broker: plain TCP on a free loopback port, anonymous access."""
+    return mosquitto_factory()
+
+
+@dataclass(frozen=True)
+class Message:
+    """One received MQTT message."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class Subscriber:
+    """An MQTT client that subscribes to a filter and collects what arrives."""
+
+    def __init__(self, host: str, port: int, topic_filter: str, timeout_s: float = 15.0) -> None:
+        """Connect and subscribe; returns once the broker has acknowledged the subscription
+        (so retained messages and everything published afterwards will arrive)."""
+        self._lock = threading.Lock()
+        self._messages: list[Message] = []
+        subscribed = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{uuid.uuid4().hex[:12]}"
+        )
+
+        def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+            with self._lock:
+                self._messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+        def on_subscribe(*args: object) -> None:
+            subscribed.set()
+
+        self.client.on_message = on_message
+        self.client.on_subscribe = on_subscribe
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+        self.client.subscribe(topic_filter, qos=1)
+        if not subscribed.wait(timeout_s):
+            self.close()
+            raise RuntimeError(f"no SUBACK for {topic_filter} from {host}:{port}")
+
+    @property
+    def messages(self) -> list[Message]:
+        """A copy of everything received so far, in arrival order."""
+        with self._lock:
+            return list(self._messages)
+
+    def on(self, topic: str) -> list[Message]:
+        """The messages received on exactly `topic`."""
+        return [m for m in self.messages if m.topic == topic]
+
+    def wait_for(
+        self, predicate: Callable[[list[Message]], bool], timeout_s: float = 30.0, what: str = ""
+    ) -> list[Message]:
+        """Poll until predicate(messages) holds; fail the test with a summary at the deadline."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            messages = self.messages
+            if predicate(messages):
+                return messages
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout_s}s waiting for {what or 'messages'}; "
+                    f"got {len(messages)}: {messages[-5:]}"
+                )
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Disconnect and stop the network thread."""
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def subscribe() -> Iterator[Callable[..., Subscriber]]:
+    """subscribe(host, port, topic_filter) -> a connected Subscriber; closed at teardown."""
+    subscribers: list[Subscriber] = []
+
+    def make(host: str, port: int, topic_filter: str = "#") -> Subscriber:
+        sub = Subscriber(host, port, topic_filter)
+        subscribers.append(sub)
+        return sub
+
+    yield make
+    for sub in subscribers:
+        sub.close()

@@ -1,0 +1,138 @@
+"""Tests of edge.mot: the daemon's tracker over MOTChallenge detection files."""
+
+from __future__ import annotations
+
+import configparser
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.config.tracker import TrackerConfig
+from edge.mot import MotFormatError, read_detections, track_mot
+
+MOT15 = Path(__file__).resolve().parents[1].parent / "shared" / "tracking" / "MOT15" / "train"
+
+
+def write_dets(path: Path, rows: list[tuple[int, float, float, float, float, float]]) -> Path:
+    """A MOTChallenge detection file from (frame, x, y, w, h, score) rows."""
+    path.write_text(
+        "".join(
+            f"{f},-1,{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.3f},-1,-1,-1\n"
+            for f, x, y, w, h, s in rows
+        )
+    )
+    return path
+
+
+def two_walkers(frames: int = 40) -> list[tuple[int, float, float, float, float, float]]:
+    """Two people crossing the picture in opposite directions, plus two short false alarms."""
+    rows = []
+    for f in range(1, frames + 1):
+        rows.append((f, 20.0 + 12 * f, 100.0, 40.0, 100.0, 0.95))
+        rows.append((f, 600.0 - 12 * f, 130.0, 45.0, 110.0, 0.9))
+    rows.append((7, 300.0, 400.0, 30.0, 70.0, 0.8))  # one frame only
+    rows += [(20, 50.0, 380.0, 30.0, 70.0, 0.7), (21, 52.0, 380.0, 30.0, 70.0, 0.7)]
+    return sorted(rows)
+
+
+def parse(text: str) -> np.ndarray:
+    """The rows written by track_mot as an array."""
+    return np.array([[float(c) for c in line.split(",")] for line in text.splitlines()])
+
+
+def test_counts_two_people_and_writes_confirmed_rows_only(tmp_path: Path) -> None:
+    out = io.StringIO()
+    people = track_mot(write_dets(tmp_path / "det.txt", two_walkers()), 25.0, 0.0, out)
+    rows = parse(out.getvalue())
+    assert people == 2
+    assert len(np.unique(rows[:, 1])) == 2
+    assert rows.shape[1] == 10
+    assert (rows[:, 6] == 1).all() and (rows[:, 7:] == -1).all()
+    # Sorted by frame, every frame of both walkers written (held-back rows included).
+    assert (np.diff(rows[:, 0]) >= 0).all()
+    assert len(rows) == 80
+    # No row at the false alarms' places.
+    assert not (rows[:, 3] > 300).any()
+
+
+def test_ids_follow_the_walkers(tmp_path: Path) -> None:
+    out = io.StringIO()
+    track_mot(write_dets(tmp_path / "det.txt", two_walkers()), 25.0, 0.0, out)
+    rows = parse(out.getvalue())
+    for track_id in np.unique(rows[:, 1]):
+        ys = rows[rows[:, 1] == track_id, 3]
+        assert np.ptp(ys) < 1  # each id stays on one walker's line (y 100 or y 130)
+
+
+def test_min_score_drops_weak_detections(tmp_path: Path) -> None:
+    rows = [(f, 100.0 + f, 100.0, 40.0, 100.0, 0.3) for f in range(1, 30)]
+    path = write_dets(tmp_path / "det.txt", rows)
+    assert read_detections(path, min_score=0.5) == {}
+    out = io.StringIO()
+    assert track_mot(path, 25.0, 0.5, out) == 0
+    assert out.getvalue() == ""
+
+
+def test_gap_rows_are_filled_between_detections(tmp_path: Path) -> None:
+    rows = [(f, 100.0 + 4 * f, 100.0, 40.0, 100.0, 0.9) for f in range(1, 41) if not 20 <= f <= 24]
+    out = io.StringIO()
+    assert track_mot(write_dets(tmp_path / "det.txt", rows), 25.0, 0.0, out) == 1
+    written = parse(out.getvalue())
+    assert written[:, 0].tolist() == list(range(1, 41))
+    gap = written[(written[:, 0] >= 20) & (written[:, 0] <= 24)]
+    assert np.allclose(gap[:, 2], 100.0 + 4 * gap[:, 0], atol=1.0)
+
+
+def test_same_defaults_as_the_daemon(tmp_path: Path) -> None:
+    path = write_dets(tmp_path / "det.txt", two_walkers())
+    a, b = io.StringIO(), io.StringIO()
+    track_mot(path, 25.0, 0.0, a)
+    track_mot(path, 25.0, 0.0, b, TrackerConfig())
+    assert a.getvalue() == b.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("1,-1,10,20,30\n", "det.txt:2: expected at least 7"),
+        ("1,-1,10,abc,30,40,0.9\n", "det.txt:2: field 'y' is not a finite number: 'abc'"),
+        ("1,-1,10,20,30,40,nan\n", "det.txt:2: field 'score'"),
+        ("0,-1,10,20,30,40,0.9\n", "det.txt:2: field 'frame' must be a whole number >= 1"),
+        ("2.5,-1,10,20,30,40,0.9\n", "det.txt:2: field 'frame'"),
+        ("1,-1,10,20,-30,40,0.9\n", "det.txt:2: field 'w' must be positive"),
+    ],
+)
+def test_bad_line_names_file_line_and_field(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "det.txt"
+    path.write_text("1,-1,10,20,30,40,0.9,-1,-1,-1\n" + line)
+    with pytest.raises(MotFormatError, match=message.replace("(", r"\(")) as caught:
+        track_mot(path, 25.0, 0.0, io.StringIO())
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_fps_must_be_positive(tmp_path: Path) -> None:
+    path = write_dets(tmp_path / "det.txt", two_walkers(5))
+    with pytest.raises(ValueError, match="fps"):
+        track_mot(path, 0.0, 0.0, io.StringIO())
+
+
+def test_empty_file_counts_nobody(tmp_path: Path) -> None:
+    path = tmp_path / "det.txt"
+    path.write_text("")
+    out = io.StringIO()
+    assert track_mot(path, 25.0, 0.0, out) == 0
+    assert out.getvalue() == ""
+
+
+@pytest.mark.skipif(not MOT15.is_dir(), reason=f"MOT15 data not found at {MOT15} (../shared)")
+@pytest.mark.parametrize("sequence", ["PETS09-S2L1", "TUD-Campus", "TUD-Stadtmitte"])
+def test_counts_people_of_mot15_within_ten_percent(sequence: str) -> None:
+    folder = MOT15 / sequence
+    info = configparser.ConfigParser()
+    info.read(folder / "seqinfo.ini")
+    fps = float(info["Sequence"]["frameRate"])
+    people = len(np.unique(np.loadtxt(folder / "gt" / "gt.txt", delimiter=",")[:, 1]))
+    counted = track_mot(folder / "det" / "det.txt", fps, 0.0, io.StringIO())
+    assert abs(counted - people) <= 0.1 * people, f"{counted} counted for {people} people"

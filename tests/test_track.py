@@ -1,0 +1,213 @@
+"""Unit tests of the head tracker (edge.track): lifecycle, association, prediction, memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edge.config.tracker import TrackerConfig
+from edge.detection import FACE_NOT_VISIBLE, FRONT_WITH_MASK, FRONT_WITHOUT_MASK, Detection
+from edge.track import EndedTrack, Tracker, TrackUpdate
+
+FPS = 10.0
+
+
+def det(x: float, y: float, size: float = 40.0, label: int = FRONT_WITH_MASK, score: float = 0.9):
+    """A square head box with its top-left corner at (x, y)."""
+    scores = [0.05, 0.05, 0.05]
+    scores[label] = score
+    return Detection((x, y, x + size, y + size), label, score, tuple(scores))  # type: ignore[arg-type]
+
+
+def run(tracker: Tracker, frames: list[list[Detection]], start: int = 0) -> list[TrackUpdate]:
+    """Feed one list of detections per frame at FPS, from frame `start` on."""
+    return [tracker.update(d, (start + k) / FPS) for k, d in enumerate(frames)]
+
+
+def assert_empty(tracker: Tracker) -> None:
+    """No per-track state of any kind is left in the tracker."""
+    assert tracker.live_tracks == 0
+    assert tracker._tracks == []
+    for name, value in vars(tracker).items() if hasattr(tracker, "__dict__") else []:
+        if isinstance(value, np.ndarray):
+            assert len(value) == 0, name
+
+
+def test_track_is_confirmed_after_min_hits() -> None:
+    tracker = Tracker(TrackerConfig(min_hits=3))
+    updates = run(tracker, [[det(100, 100)] for _ in range(4)])
+    assert [u.heads[0].confirmed for u in updates] == [False, False, True, True]
+    assert len({u.heads[0].track_id for u in updates}) == 1
+    assert all(u.heads[0].detection is not None for u in updates)
+
+
+def test_confirmation_also_waits_for_min_track_s() -> None:
+    tracker = Tracker(TrackerConfig(min_hits=2, min_track_s=0.25))
+    updates = run(tracker, [[det(100, 100)] for _ in range(5)])
+    # Frames at 0, 0.1, 0.2, 0.3 s: two hits come at 0.1 s, but 0.25 s have passed only at 0.3.
+    assert [u.heads[0].confirmed for u in updates] == [False, False, False, True, True]
+
+
+def test_confirmed_track_ends_after_max_age_s() -> None:
+    config = TrackerConfig(min_hits=2, max_age_s=0.5)
+    tracker = Tracker(config)
+    run(tracker, [[det(100, 100)] for _ in range(3)])  # last hit at 0.2 s
+    ended_at = None
+    for frame in range(3, 20):
+        update = tracker.update([], frame / FPS)
+        if update.ended:
+            ended_at = frame / FPS
+            (ended,) = update.ended
+            break
+    assert ended_at is not None
+    # Ends on the first frame more than max_age_s after the last hit (0.2 s + 0.5 s).
+    assert ended_at == pytest.approx(0.8)
+    assert ended == EndedTrack(ended.track_id, True, 0.0, pytest.approx(0.2), 3)
+    assert_empty(tracker)
+
+
+def test_max_age_is_in_seconds_whatever_the_frame_rate() -> None:
+    for fps in (5.0, 30.0):
+        tracker = Tracker(TrackerConfig(min_hits=1, max_age_s=1.0))
+        tracker.update([det(100, 100)], 0.0)
+        frame = 1
+        while not tracker.update([], frame / fps).ended:
+            frame += 1
+        assert frame / fps == pytest.approx(1.0 + 1.0 / fps)
+
+
+def test_tentative_track_that_vanishes_is_never_a_person() -> None:
+    tracker = Tracker(TrackerConfig(min_hits=3, tentative_max_age_s=0.0))
+    tracker.update([det(100, 100)], 0.0)
+    update = tracker.update([], 0.1)
+    assert [(e.confirmed, e.hits) for e in update.ended] == [(False, 1)]
+    assert update.heads == []
+    assert_empty(tracker)
+
+
+def test_label_flicker_keeps_one_track() -> None:
+    labels = [FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE] * 5
+    tracker = Tracker(TrackerConfig())
+    updates = run(tracker, [[det(100 + 4 * k, 100, label=lab)] for k, lab in enumerate(labels)])
+    assert {u.heads[0].track_id for u in updates} == {updates[0].heads[0].track_id}
+    assert [u.heads[0].detection.label for u in updates] == labels  # type: ignore[union-attr]
+    assert updates[-1].heads[0].confirmed
+
+
+def test_crossing_people_keep_their_ids() -> None:
+    # Two heads walk towards each other along the same line, overlap, and walk on.
+    tracker = Tracker(TrackerConfig())
+    frames = [[det(50 + 10 * k, 100), det(450 - 10 * k, 104)] for k in range(41)]
+    updates = run(tracker, frames)
+    first = {h.track_id: h.box[0] for h in updates[2].heads}
+    last = {h.track_id: h.box[0] for h in updates[-1].heads}
+    assert first.keys() == last.keys() and len(first) == 2
+    left_starter = min(first, key=first.get)  # type: ignore[arg-type]
+    assert last[left_starter] > 400  # the one that started on the left ended on the right
+    assert all(len(u.heads) == 2 for u in updates)
+
+
+def test_prediction_follows_the_motion_between_detections() -> None:
+    tracker = Tracker(TrackerConfig(min_hits=2))
+    for k in range(10):  # 100 px/s to the right
+        tracker.update([det(100 + 10 * k, 100)], k / FPS)
+    update = tracker.predict(1.0)  # 0.1 s after the last detection at x = 190
+    (head,) = update.heads
+    assert head.detection is None and head.confirmed
+    assert head.box[0] == pytest.approx(200, abs=3)
+    assert head.box[2] - head.box[0] == pytest.approx(40, abs=1)
+    assert update.ended == []
+
+
+def test_predict_counts_no_misses_and_ends_nothing() -> None:
+    tracker = Tracker(TrackerConfig(min_hits=2, max_age_s=0.5))
+    run(tracker, [[det(100, 100)] for _ in range(3)])
+    for k in range(3, 30):  # 2.7 s of frames without detection
+        assert tracker.predict(k / FPS).ended == []
+    assert tracker.live_tracks == 1
+    # The next detection frame decides: too long unseen, the track ends.
+    update = tracker.update([], 3.0)
+    assert [e.confirmed for e in update.ended] == [True]
+
+
+def test_detection_every_third_frame_keeps_one_id() -> None:
+    tracker = Tracker(TrackerConfig())
+    ids = set()
+    for k in range(60):
+        t = k / 30.0
+        detected = k % 3 == 0
+        update = tracker.update([det(100 + 60 * t, 100)], t) if detected else tracker.predict(t)
+        ids |= {h.track_id for h in update.heads}
+    assert len(ids) == 1
+
+
+def test_briefly_lost_person_keeps_the_id() -> None:
+    tracker = Tracker(TrackerConfig())
+    walk = [[det(100 + 8 * k, 100)] for k in range(20)]
+    gap = [[] for _ in range(8)]  # 0.8 s behind an obstacle, still walking
+    after = [[det(100 + 8 * k, 100)] for k in range(28, 40)]
+    updates = run(tracker, walk + gap + after)
+    ids = {h.track_id for u in updates for h in u.heads if h.confirmed}
+    assert len(ids) == 1
+
+
+def test_two_people_far_apart_are_two_tracks() -> None:
+    tracker = Tracker(TrackerConfig())
+    updates = run(tracker, [[det(100, 100), det(400, 100)] for _ in range(6)])
+    assert len({h.track_id for h in updates[-1].heads}) == 2
+    assert all(h.confirmed for h in updates[-1].heads)
+
+
+def test_weak_detection_extends_a_track_but_never_starts_one() -> None:
+    config = TrackerConfig(min_hits=2)
+    tracker = Tracker(config)
+    weak = (config.low_score + config.high_score) / 2
+    update = tracker.update([det(100, 100, score=weak)], 0.0)
+    assert update.heads == []
+    run(tracker, [[det(100, 100)], [det(101, 100)]], start=1)
+    update = tracker.update([det(102, 100, score=weak)], 0.3)
+    (head,) = update.heads
+    assert head.detection is not None and head.detection.score == weak
+
+
+def test_detection_inside_a_live_track_starts_no_new_track() -> None:
+    tracker = Tracker(TrackerConfig(birth_overlap=0.4))
+    run(tracker, [[det(100, 100)] for _ in range(5)])
+    # A second, smaller box mostly inside the first (a double detection) is not a new person.
+    update = tracker.update([det(100, 100), det(110, 110, size=25)], 0.5)
+    assert len(update.heads) == 1
+
+
+def test_finish_ends_every_track_and_frees_its_state() -> None:
+    tracker = Tracker(TrackerConfig(min_hits=2))
+    run(tracker, [[det(100, 100), det(300, 100)], [det(102, 100), det(302, 100)], [det(500, 50)]])
+    ended = tracker.finish()
+    assert sorted(e.confirmed for e in ended) == [False, True, True]
+    assert_empty(tracker)
+    assert tracker.finish() == []
+
+
+def test_state_of_ended_tracks_is_freed_during_a_long_run() -> None:
+    tracker = Tracker(TrackerConfig(max_age_s=0.3))
+    for person in range(50):  # one person after another passes and leaves
+        base = person * 2.0
+        for k in range(10):
+            tracker.update([det(50 + 20 * k, 100)], base + k / FPS)
+        tracker.update([], base + 1.5)
+    assert_empty(tracker)
+
+
+def test_heads_report_the_matched_detection() -> None:
+    tracker = Tracker(TrackerConfig())
+    d = det(10, 20)
+    (head,) = tracker.update([d], 0.0).heads
+    assert head.detection is d and head.box == d.box
+
+
+def test_config_rejects_unknown_fields_and_bad_order() -> None:
+    with pytest.raises(ValidationError):
+        TrackerConfig(max_age=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        TrackerConfig(low_score=0.7, high_score=0.5)
+    assert all(f.description for f in TrackerConfig.model_fields.values())
