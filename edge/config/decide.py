@@ -28,7 +28,9 @@ class DecideConfig(BaseModel):
     min_votes: int = Field(
         3,
         ge=1,
-        description="Votes a person needs before mask or no_mask is decided; fewer gives undecided.",
+        description=(
+            "Votes a person needs before mask or no_mask is decided; fewer gives undecided."
+        ),
     )
     min_head_px: float = Field(
         16.0,

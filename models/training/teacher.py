@@ -142,7 +142,8 @@ def label_clip(path: Path, every_n: int = 3) -> list[FrameLabels]:
 def contact_sheet(path: Path, labels: list[FrameLabels], out: Path, n: int = 24) -> None:
     """A grid of labelled frames (for a person to check the rule), written as PNG."""
     colours = {"front_without_mask": (0, 0, 255), "face_not_visible": (255, 0, 0)}
-    pick = {labels[i].frame_index: labels[i] for i in np.linspace(0, len(labels) - 1, n).astype(int)}
+    spread = np.linspace(0, len(labels) - 1, n).astype(int)
+    pick = {labels[i].frame_index: labels[i] for i in spread}
     cap = cv2.VideoCapture(str(path))
     tiles, index = [], 0
     while pick:
@@ -155,7 +156,8 @@ def contact_sheet(path: Path, labels: list[FrameLabels], out: Path, n: int = 24)
             continue
         for head in fl.heads:
             b = [int(v) for v in head.box]
-            cv2.rectangle(bgr, (b[0], b[1]), (b[2], b[3]), colours.get(head.label, (0, 255, 255)), 2)
+            colour = colours.get(head.label, (0, 255, 255))
+            cv2.rectangle(bgr, (b[0], b[1]), (b[2], b[3]), colour, 2)
         tiles.append(cv2.resize(bgr, (320, int(320 * bgr.shape[0] / bgr.shape[1]))))
     rows = [np.hstack(tiles[i : i + 6]) for i in range(0, len(tiles) - len(tiles) % 6, 6)]
     cv2.imwrite(str(out), np.vstack(rows))

@@ -1,0 +1,70 @@
+# maskwatch: `make demo` runs the real pipeline on real footage; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+SHARED ?= ../shared
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_DIR ?= demo-out
+TRAIN_VENV ?= .venv-train
+
+.PHONY: setup system-deps demo test lint bench model edgetpu eval-model eval-tracking clean
+
+# Debian / Raspberry Pi OS packages the project needs: a broker for the demo and the tests,
+# its clients to watch messages, venv support.
+system-deps:
+	@command -v mosquitto >/dev/null && command -v mosquitto_sub >/dev/null \
+	  && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients python3-venv; }
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[litert,dev]'
+	touch $@
+
+setup: system-deps $(BIN)/.installed
+
+# PETS 2009 street footage from Debian's opencv-doc package (only vtest.avi is extracted).
+$(DEMO_DIR)/vtest.avi:
+	mkdir -p $(DEMO_DIR)/deb
+	cd $(DEMO_DIR)/deb && apt-get download opencv-doc
+	dpkg-deb --fsys-tarfile $(DEMO_DIR)/deb/opencv-doc_*.deb \
+	  | tar -x -O ./usr/share/doc/opencv-doc/examples/data/vtest.avi > $@
+	rm -rf $(DEMO_DIR)/deb
+
+demo: setup $(DEMO_DIR)/vtest.avi
+	$(BIN)/python -m edge.demo --video $(DEMO_DIR)/vtest.avi --annotate $(DEMO_DIR)/annotated.mp4
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check edge tests models
+
+bench: setup
+	$(BIN)/maskwatch bench
+
+# Rebuild the committed model from ../shared on a CPU-only machine (see models/MODEL_CARD.md).
+$(TRAIN_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install -q -e '.[train,litert]'
+	touch $@
+
+model: $(TRAIN_VENV)/.installed
+	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --run models/training/runs/main
+	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
+	  --weights models/training/runs/main/best.weights.h5 --out models/head_detector_int8.tflite
+
+edgetpu:
+	@command -v edgetpu_compiler >/dev/null || { echo "edgetpu_compiler is not installed (Coral's apt repository, x86-64 only)"; exit 1; }
+	edgetpu_compiler -s -o models models/head_detector_int8.tflite
+
+eval-model: setup
+	$(BIN)/python -m models.training.evaluate --shared $(SHARED)
+
+eval-tracking: setup
+	$(BIN)/pip install -q -e '.[eval]' && $(BIN)/pip install -q --no-deps norfair==2.3.0
+	$(BIN)/python -m edge.eval_tracking
+
+clean:
+	rm -rf $(DEMO_DIR) build dist *.egg-info

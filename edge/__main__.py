@@ -1,0 +1,301 @@
+"""Command line: `maskwatch run | replay | detect | track | check-config | config-schema`.
+
+Exit codes (sysexits): 0 ok, 2 usage, 65 malformed input data, 66 input file missing or
+unreadable, 70 unusable model or internal error, 73 state directory not writable, 78 invalid
+configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from edge import __version__
+from edge.runtime import (
+    EXIT_CANT_CREATE,
+    EXIT_CONFIG,
+    EXIT_DATA,
+    EXIT_NO_INPUT,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    setup_logging,
+)
+
+log = logging.getLogger("maskwatch")
+
+
+def _load(path: Path | None, overrides: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+    """The config from a file, or built-in defaults; ConfigError is reported by the caller."""
+    from edge.config.load import load_config, parse_config
+
+    config = load_config(path) if path is not None else parse_config("", "<defaults>", Path.cwd())
+    if overrides:
+        mqtt = config.mqtt.model_copy(update=overrides)
+        config = config.model_copy(update={"mqtt": mqtt})
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file; print every error as FILE:LINE: field.path: message."""
+    from edge.config.load import ConfigError, load_config
+    from edge.config.mqtt import resolve_password
+
+    try:
+        config = load_config(args.file)
+        resolve_password(config.mqtt)
+    except ConfigError as exc:
+        for message in exc.messages:
+            print(message, file=sys.stderr)
+        return EXIT_CONFIG
+    missing = [p for p in (config.detector.model, config.detector.labels_path) if not p.exists()]
+    for path in missing:
+        print(f"{args.file}: detector: file not found: {path}", file=sys.stderr)
+    if missing:
+        return EXIT_CONFIG
+    print(f"{args.file}: ok ({len(config.cameras)} camera(s), device {config.device})")
+    return EXIT_OK
+
+
+def cmd_config_schema(_args: argparse.Namespace) -> int:
+    """Print the JSON schema of the config file (for editors and docs)."""
+    from edge.config.load import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon."""
+    from edge.config.load import ConfigError
+    from edge.daemon import run
+    from edge.detect import ModelError
+    from edge.outbox import StateError
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        for message in exc.messages:
+            print(message, file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.logging)
+    try:
+        return run(config)
+    except ConfigError as exc:
+        for message in exc.messages:
+            log.error("%s", message)
+        return EXIT_CONFIG
+    except ModelError as exc:
+        log.error("%s", exc)
+        return EXIT_SOFTWARE
+    except StateError as exc:
+        log.error("%s", exc)
+        return EXIT_CANT_CREATE
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a video through the full pipeline and print the summary."""
+    from edge.config.load import ConfigError
+    from edge.detect import ModelError
+    from edge.replay import replay, summary_table
+
+    overrides: dict[str, object] = {}
+    if args.mqtt_host:
+        overrides["host"] = args.mqtt_host
+    if args.mqtt_port:
+        overrides["port"] = args.mqtt_port
+    try:
+        config = _load(args.config, overrides)
+    except ConfigError as exc:
+        for message in exc.messages:
+            print(message, file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.logging)
+    start = None
+    if args.start_time:
+        try:
+            start = datetime.fromisoformat(args.start_time)
+        except ValueError:
+            print(f"--start-time: not ISO 8601: {args.start_time!r}", file=sys.stderr)
+            return 2
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=config.totals.zoneinfo)
+    if not args.video.exists():
+        print(f"{args.video}: no such file", file=sys.stderr)
+        return EXIT_NO_INPUT
+    try:
+        result = replay(args.video, config, start, args.annotate, progress=sys.stderr.isatty())
+    except ModelError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_SOFTWARE
+    except FileNotFoundError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_NO_INPUT
+    print(summary_table(result.people))
+    fps = result.frames / result.seconds if result.seconds else 0.0
+    print(f"{result.frames} frames in {result.seconds:.1f} s ({fps:.1f} fps)")
+    if not result.delivered:
+        log.warning("not everything reached the MQTT broker at %s:%s", config.mqtt.host,
+                    config.mqtt.port)
+    return EXIT_OK
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Run the detector on every image of a list; one JSON line per image.
+
+    Every listed image gets its line, a failed one with an "error" key (and a message on
+    stderr). Exit 66 when a listed image (or the list) cannot be opened, else 65 when one is
+    not a decodable image, else 0.
+    """
+    import cv2
+
+    from edge.config.load import ConfigError
+    from edge.detect import Detector, ModelError
+
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        for message in exc.messages:
+            print(message, file=sys.stderr)
+        return EXIT_CONFIG
+    update: dict[str, object] = {"accelerator": "cpu"} if args.cpu else {}
+    if args.model is not None:
+        update.update(model=args.model.resolve(), edgetpu_model=None,
+                      labels=config.detector.labels_path)
+    if args.score_threshold is not None:
+        update["score_threshold"] = args.score_threshold
+    detector_config = config.detector.model_copy(update=update)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        detector = Detector(detector_config)
+    except ModelError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_SOFTWARE
+    try:
+        listed = [ln.strip() for ln in args.image_list.read_text().splitlines() if ln.strip()]
+    except OSError as exc:
+        print(f"{args.image_list}: {exc.strerror}", file=sys.stderr)
+        return EXIT_NO_INPUT
+    missing = malformed = 0
+    for entry in listed:
+        record: dict[str, object] = {"image": entry, "detections": []}
+        # Checked before imread, which cannot tell a missing file from a broken one (and
+        # prints an OpenCV warning for the former).
+        problem = _unopenable(Path(entry))
+        image = None if problem else cv2.imread(entry, cv2.IMREAD_COLOR)
+        if problem:
+            missing += 1
+        elif image is None:
+            problem = "not a readable image"
+            malformed += 1
+        if problem:
+            print(f"{entry}: {problem}", file=sys.stderr)
+            record["error"] = problem
+        else:
+            assert image is not None
+            record["detections"] = [
+                {
+                    "label": d.label_name,
+                    "score": round(d.score, 4),
+                    "box": [round(v, 1) for v in d.box],
+                }
+                for d in detector.detect(image)
+            ]
+        print(json.dumps(record), flush=True)
+    if missing:
+        return EXIT_NO_INPUT
+    return EXIT_DATA if malformed else EXIT_OK
+
+
+def _unopenable(path: Path) -> str | None:
+    """Why an image file cannot be opened (missing, a folder, no permission), else None."""
+    try:
+        with path.open("rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    """Track MOTChallenge detections with the daemon's tracker; print MOT rows."""
+    from edge.mot import track_mot
+
+    try:
+        track_mot(args.mot, args.fps, args.min_score, sys.stdout)
+    except OSError as exc:  # missing, a folder, no permission
+        print(f"{args.mot}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_NO_INPUT
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_DATA
+    return EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure the raw interpreter loop against the full pipeline (see edge/bench.py)."""
+    from edge.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="maskwatch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"maskwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the daemon")
+    p.add_argument("--config", type=Path, default=Path("/etc/maskwatch/maskwatch.yaml"))
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file (exit 78 on errors)")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("config-schema", help="print the config file's JSON schema")
+    p.set_defaults(func=cmd_config_schema)
+
+    p = sub.add_parser("replay", help="run the full pipeline over a video file")
+    p.add_argument("video", type=Path)
+    p.add_argument("--config", type=Path)
+    p.add_argument("--mqtt-host")
+    p.add_argument("--mqtt-port", type=int)
+    p.add_argument("--start-time", help="ISO 8601 time of the first frame (default: now)")
+    p.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write an annotated video")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("detect", help="run the detector on images, one JSON line each")
+    p.add_argument("--json", action="store_true", help="JSON lines output (the only format)")
+    p.add_argument("--image-list", type=Path, required=True, help="file with one image path a line")
+    p.add_argument("--score-threshold", type=float)
+    p.add_argument("--model", type=Path)
+    p.add_argument("--config", type=Path)
+    p.add_argument("--cpu", action="store_true", help="never use an Edge TPU")
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("track", help="track MOTChallenge detections, print MOT rows")
+    p.add_argument("--mot", type=Path, required=True, metavar="DET.txt")
+    p.add_argument("--fps", type=float, required=True)
+    p.add_argument("--min-score", type=float, default=0.0)
+    p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("bench", help="benchmark the interpreter and the pipeline")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--video", type=Path)
+    p.add_argument("--frames", type=int, default=300)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `maskwatch` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Head detection: letterbox a frame into the model's input, run it, decode boxes, NMS.
+
+One Detector serves every camera (calls are serialised by a lock: one interpreter, one input
+tensor). It picks the Edge TPU model when an Edge TPU is present and falls back to the CPU
+model, with one warning, on any failure to use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.anchors import ANCHOR_SPEC, make_anchors
+from edge.config.detector import DetectorConfig
+from edge.detection import LABELS, Detection
+from edge.interpreter import LoadedInterpreter, load_cpu, load_edgetpu
+from edge.postprocess import select_heads
+
+log = logging.getLogger(__name__)
+
+
+class ModelError(RuntimeError):
+    """The model file is missing, corrupt or not the detector maskwatch expects."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """An interpreter's error text on one line (some span several), for a one-line message."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def read_labels(path: Path) -> list[str]:
+    """Labels, one a line; they must be the three maskwatch labels in model order."""
+    try:
+        labels = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read labels: {exc.strerror}") from exc
+    if tuple(labels) != LABELS:
+        raise ModelError(f"{path}: expected labels {', '.join(LABELS)}, found {', '.join(labels)}")
+    return labels
+
+
+def letterbox_into(frame: np.ndarray, target: np.ndarray) -> float:
+    """Resize a BGR frame, keeping its aspect, into the top-left of target (RGB, zero padding).
+
+    Writes straight into the interpreter's input buffer: no intermediate canvas per frame.
+    Returns the scale from frame pixels to input pixels.
+    """
+    size = target.shape[0]
+    h, w = frame.shape[:2]
+    scale = size / max(h, w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(frame, (nw, nh), interpolation=interp)
+    cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=target[:nh, :nw])
+    if nh < size:
+        target[nh:] = 0
+    if nw < size:
+        target[:nh, nw:] = 0
+    return scale
+
+
+def as_bgr(frame: np.ndarray) -> np.ndarray:
+    """The frame as HxWx3 uint8 BGR: gray and BGRA converted, anything else a ValueError."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+        kind = frame.dtype if isinstance(frame, np.ndarray) else type(frame).__name__
+        raise ValueError(f"expected a uint8 image, got {kind}")
+    if frame.ndim not in (2, 3) or frame.shape[0] == 0 or frame.shape[1] == 0:
+        raise ValueError(f"expected an HxW or HxWxC image, got shape {frame.shape}")
+    channels = 1 if frame.ndim == 2 else frame.shape[2]
+    if channels == 3:
+        return frame
+    if channels == 1:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if channels == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    raise ValueError(
+        f"expected a BGR (3), BGRA (4) or grayscale (1) image, got {channels} channels"
+    )
+
+
+class Detector:
+    """The head detector behind one interpreter."""
+
+    def __init__(self, config: DetectorConfig) -> None:
+        """Load the model (Edge TPU when asked for or available, else CPU) and check it."""
+        self.config = config
+        read_labels(config.labels_path)
+        self.loaded = self._load(config)
+        self.interpreter = self.loaded.interpreter
+        inp = self.interpreter.get_input_details()
+        outs = self.interpreter.get_output_details()
+        size = ANCHOR_SPEC.input_size
+        if len(inp) != 1 or tuple(inp[0]["shape"]) != (1, size, size, 3):
+            found = ", ".join(str(list(i["shape"])) for i in inp)
+            raise ModelError(f"{self.model_path}: input must be [1,{size},{size},3], found {found}")
+        if inp[0]["dtype"] != np.uint8:
+            raise ModelError(f"{self.model_path}: input must be uint8")
+        self.anchors = make_anchors()
+        n = len(self.anchors)
+        by_width = {
+            int(o["shape"][-1]): o for o in outs if len(o["shape"]) == 3 and o["shape"][1] == n
+        }
+        if set(by_width) != {len(LABELS), 4} or len(outs) != 2:
+            shapes = ", ".join(str(list(o["shape"])) for o in outs)
+            raise ModelError(
+                f"{self.model_path}: outputs must be [1,{n},{len(LABELS)}] scores and [1,{n},4] "
+                f"boxes, found {shapes}"
+            )
+        self._input_index = inp[0]["index"]
+        self._scores = by_width[len(LABELS)]
+        self._boxes = by_width[4]
+        self._lock = threading.Lock()
+        self.last_invoke_ms = 0.0
+
+    @property
+    def accelerator(self) -> str:
+        """'edgetpu' or 'cpu': what inference runs on now."""
+        return self.loaded.accelerator
+
+    @property
+    def runtime(self) -> str:
+        """Which interpreter package runs the model."""
+        return self.loaded.runtime
+
+    def _load(self, config: DetectorConfig) -> LoadedInterpreter:
+        """The Edge TPU interpreter when wanted and usable, else the CPU one; sets model_path."""
+        tpu_model = config.edgetpu_model
+        if config.accelerator != "cpu" and tpu_model is not None and tpu_model.exists():
+            try:
+                loaded = load_edgetpu(tpu_model)
+                self.model_path = tpu_model
+                log.info("detector on the Edge TPU: %s", tpu_model)
+                return loaded
+            except (OSError, ValueError, RuntimeError) as exc:
+                # accelerator: edgetpu is documented to fail when the Coral is missing.
+                if config.accelerator == "edgetpu":
+                    raise ModelError(
+                        f"{tpu_model}: accelerator is edgetpu but the Edge TPU is unusable: "
+                        f"{_one_line(exc)}"
+                    ) from exc
+                log.warning("no usable Edge TPU (%s); using the CPU model", _one_line(exc))
+        elif config.accelerator == "edgetpu":
+            if tpu_model is None:
+                raise ModelError("detector: accelerator is edgetpu but edgetpu_model is null")
+            raise ModelError(f"{tpu_model}: accelerator is edgetpu but this model file is missing")
+        self.model_path = config.model
+        if not config.model.exists():
+            raise ModelError(f"{config.model}: model file not found")
+        try:
+            loaded = load_cpu(config.model, config.threads)
+        except (ValueError, RuntimeError) as exc:
+            reason = _one_line(exc)
+            raise ModelError(f"{config.model}: not a usable TFLite model: {reason}") from exc
+        log.info("detector on the CPU (%s): %s", loaded.runtime, config.model)
+        return loaded
+
+    def _dequantized(self, detail: dict) -> np.ndarray:
+        """An output tensor of the last invoke as float32 real values (batch dimension off)."""
+        raw = self.interpreter.get_tensor(detail["index"])[0]
+        scale, zero = detail["quantization"]
+        if scale == 0:
+            return raw.astype(np.float32)
+        return (raw.astype(np.float32) - zero) * scale
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """Heads in one BGR frame, boxes in the frame's pixels.
+
+        Grayscale (HxW or HxWx1) and BGRA (HxWx4) frames are converted to BGR first: some
+        cameras deliver them, and the daemon should keep counting rather than stop.
+        Raises ValueError for anything else (other channel counts, non-uint8, empty frames).
+        """
+        frame = as_bgr(frame)
+        with self._lock:
+            target = self.interpreter.tensor(self._input_index)()[0]
+            scale = letterbox_into(frame, target)
+            del target  # the interpreter refuses to invoke while a view of its buffers lives
+            start = time.perf_counter()
+            self.interpreter.invoke()
+            self.last_invoke_ms = (time.perf_counter() - start) * 1000
+            scores = self._dequantized(self._scores)
+            deltas = self._dequantized(self._boxes)
+        boxes, labels, class_scores = select_heads(
+            scores,
+            deltas,
+            self.anchors,
+            self.config.score_threshold,
+            self.config.nms_iou,
+            self.config.max_detections,
+        )
+        h, w = frame.shape[:2]
+        boxes = np.clip(boxes / scale, 0, [w, h, w, h])
+        return [
+            Detection(
+                box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                label=int(lab),
+                score=float(s[lab]),
+                scores=(float(s[0]), float(s[1]), float(s[2])),
+            )
+            for b, lab, s in zip(boxes, labels, class_scores, strict=True)
+        ]

@@ -1,0 +1,63 @@
+"""Convert trained weights into the full-integer int8 .tflite the appliance runs.
+
+    python -m models.training.export --weights models/training/runs/main/best.weights.h5
+
+uint8 input (the camera's RGB bytes, no float preprocessing on the device), int8 everywhere
+inside, uint8 outputs (scores and box offsets; the runtime reads their quantisation).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from edge.anchors import ANCHOR_SPEC
+from models.training.augment import letterbox
+from models.training.data import Sample, face_mask_split, video_samples
+from models.training.model import build_detector
+
+
+def representative(samples: list[Sample], n: int) -> Iterator[list[np.ndarray]]:
+    """Calibration inputs: letterboxed like the runtime, spread over the training images."""
+    pick = np.random.default_rng(0).permutation(len(samples))[:n]
+    for i in pick:
+        img, _ = letterbox(samples[i].load_rgb(), ANCHOR_SPEC.input_size)
+        yield [img[None].astype(np.float32)]
+
+
+def export(weights: Path, out: Path, shared: Path, n_calibration: int = 200) -> None:
+    """Load weights, quantise with calibration data, write the .tflite."""
+    train_model, export_model, _ = build_detector(ANCHOR_SPEC.input_size, for_export=True)
+    train_model.load_weights(weights)
+    train, _ = face_mask_split(shared / "datasets/face-mask-853")
+    clip = shared / "videos/one-by-one-person-detection.mp4"
+    calib = train + video_samples(clip, every_n=15)
+    conv = tf.lite.TFLiteConverter.from_keras_model(export_model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: representative(calib, n_calibration)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.uint8
+    conv.inference_output_type = tf.uint8
+    out.write_bytes(conv.convert())
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+
+
+def main() -> None:
+    """Command line."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument(
+        "--weights", type=Path, default=Path("models/training/runs/main/best.weights.h5")
+    )
+    ap.add_argument("--out", type=Path, default=Path("models/head_detector_int8.tflite"))
+    ap.add_argument("--shared", type=Path, default=Path("../shared"))
+    ap.add_argument("--calibration", type=int, default=200)
+    args = ap.parse_args()
+    export(args.weights, args.out, args.shared, args.calibration)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The decision rule on constructed tracks: thresholds, minimum votes, ties, zone, size."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from edge.config.camera import ZoneConfig
+from edge.config.decide import DecideConfig
+from edge.decide import Decider, vote_of
+from edge.detection import FACE_NOT_VISIBLE, FRONT_WITH_MASK, FRONT_WITHOUT_MASK, Detection
+
+T0 = datetime(2026, 11, 21, 10, 0, tzinfo=timezone.utc)
+W, H = 1000, 500
+CENTRE = (480.0, 230.0, 520.0, 270.0)  # 40 px head in the middle of the frame
+
+
+def look(with_mask: float, without: float, hidden: float = 0.0, box=CENTRE) -> Detection:
+    """A detection with the given class scores."""
+    scores = (with_mask, without, hidden)
+    label = max(range(3), key=lambda i: scores[i])
+    return Detection(box=box, label=label, score=scores[label], scores=scores)
+
+
+def decide(looks: list[Detection], config: DecideConfig | None = None, zone=None):
+    """Feed looks to one track and end it."""
+    decider = Decider(config or DecideConfig(), "cam", zone or ZoneConfig())
+    for d in looks:
+        decider.look(7, d, W, H)
+    return decider.end(7, True, T0, T0)
+
+
+@pytest.mark.parametrize(
+    ("with_mask", "without", "vote"),
+    [(0.9, 0.05, 1), (0.05, 0.9, -1), (0.6, 0.4, 0), (0.81, 0.19, 1), (0.19, 0.81, -1)],
+)
+def test_vote_thresholds(with_mask: float, without: float, vote: int) -> None:
+    assert vote_of(look(with_mask, without), DecideConfig()) == vote
+
+
+def test_weak_frontal_look_abstains() -> None:
+    assert vote_of(look(0.3, 0.01), DecideConfig()) == 0
+
+
+def test_face_not_visible_never_votes_but_counts_as_a_look() -> None:
+    event = decide([look(0.1, 0.2, 0.9)] * 10)
+    assert event is not None
+    assert event.looks == 10
+    assert (event.votes_mask, event.votes_no_mask, event.decision) == (0, 0, "undecided")
+    assert look(0.1, 0.2, 0.9).label == FACE_NOT_VISIBLE
+
+
+def test_three_votes_decide_two_do_not() -> None:
+    assert decide([look(0.95, 0.02)] * 3).decision == "mask"
+    assert decide([look(0.02, 0.95)] * 3).decision == "no_mask"
+    assert decide([look(0.95, 0.02)] * 2).decision == "undecided"
+
+
+def test_majority_and_tie() -> None:
+    assert decide([look(0.95, 0.02)] * 4 + [look(0.02, 0.95)] * 2).decision == "mask"
+    tie = decide([look(0.95, 0.02)] * 2 + [look(0.02, 0.95)] * 2)
+    assert (tie.votes_mask, tie.votes_no_mask, tie.decision) == (2, 2, "undecided")
+
+
+def test_discarded_looks_between_thresholds() -> None:
+    event = decide([look(0.6, 0.5)] * 10 + [look(0.02, 0.95)] * 3)
+    assert (event.votes_mask, event.votes_no_mask, event.decision) == (0, 3, "no_mask")
+
+
+def test_configurable_thresholds_and_min_votes() -> None:
+    cfg = DecideConfig(no_mask_below=0.4, mask_above=0.6, min_votes=5)
+    assert decide([look(0.65, 0.35)] * 5, cfg).decision == "mask"
+    assert decide([look(0.65, 0.35)] * 4, cfg).decision == "undecided"
+
+
+def test_small_heads_do_not_vote() -> None:
+    small = (500.0, 250.0, 515.0, 265.0)  # 15 px < 16 px default
+    event = decide([look(0.02, 0.95, box=small)] * 5)
+    assert (event.votes_no_mask, event.looks, event.decision) == (0, 5, "undecided")
+    assert decide([look(0.02, 0.95, box=small)] * 5, DecideConfig(min_head_px=10)).decision == (
+        "no_mask"
+    )
+
+
+def test_margins_exclude_heads() -> None:
+    edge_box = (10.0, 230.0, 50.0, 270.0)  # inside the default 5 % left margin (50 px)
+    assert decide([look(0.02, 0.95, box=edge_box)] * 5).decision == "undecided"
+    no_margin = ZoneConfig(margin_left_pct=0)
+    assert decide([look(0.02, 0.95, box=edge_box)] * 5, zone=no_margin).decision == "no_mask"
+
+
+def test_polygon_zone() -> None:
+    right_half = ZoneConfig(polygon=[[0.5, 0.0], [1.0, 0.0], [1.0, 1.0], [0.5, 1.0]])
+    left = (200.0, 230.0, 240.0, 270.0)
+    right = (700.0, 230.0, 740.0, 270.0)
+    assert decide([look(0.02, 0.95, box=left)] * 3, zone=right_half).decision == "undecided"
+    assert decide([look(0.02, 0.95, box=right)] * 3, zone=right_half).decision == "no_mask"
+
+
+def test_unconfirmed_track_is_no_person_and_state_is_freed() -> None:
+    decider = Decider(DecideConfig(), "cam", ZoneConfig())
+    decider.look(1, look(0.95, 0.02), W, H)
+    decider.look(2, look(0.95, 0.02), W, H)
+    assert decider.end(1, False, T0, T0) is None
+    event = decider.end(2, True, T0, T0)
+    assert event is not None and event.event_id
+    assert decider.ballots == {}
+
+
+def test_labels_order() -> None:
+    assert (FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE) == (0, 1, 2)
