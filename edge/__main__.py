@@ -163,7 +163,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     update: dict[str, object] = {"accelerator": "cpu"} if args.cpu else {}
     if args.model is not None:
-        update.update(model=args.model.resolve(), edgetpu_model=None,
+        # A model given here has no Edge TPU build beside it: run it on the CPU.
+        update.update(model=args.model.resolve(), edgetpu_model=None, accelerator="cpu",
                       labels=config.detector.labels_path)
     if args.score_threshold is not None:
         update["score_threshold"] = args.score_threshold
@@ -225,7 +226,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 
     try:
         track_mot(args.mot, args.fps, args.min_score, sys.stdout)
-    except OSError as exc:  # missing, a folder, no permission
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:  # reading det.txt
         print(f"{args.mot}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_NO_INPUT
     except ValueError as exc:
@@ -287,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--video", type=Path)
     p.add_argument("--frames", type=int, default=300)
+    p.add_argument("--runtime", choices=("auto", "ai_edge_litert", "tflite_runtime"),
+                   default="auto", help="CPU interpreter package to measure")
     p.set_defaults(func=cmd_bench)
     return parser
 

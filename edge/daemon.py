@@ -11,6 +11,7 @@ and exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -22,7 +23,7 @@ from edge.config.root import Config
 from edge.detect import Detector
 from edge.notify import notify, watchdog_interval_s
 from edge.pipeline import CameraPipeline, FrameClock, footage_clock, wall_clock
-from edge.runtime import open_reporting
+from edge.runtime import EXIT_SOFTWARE, open_reporting
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,9 @@ class Daemon:
         """Open state and publisher, load the detector (nothing is captured yet)."""
         self.config = config
         self.stopping = threading.Event()
+        # The model first: a missing model must not make every restart flap online/offline.
+        self.detector = Detector(config.detector)
         self.reporting = open_reporting(config, config.state.directory)
-        try:
-            self.detector = Detector(config.detector)
-        except Exception:
-            self.reporting.close(1.0)
-            raise
         self.captures: dict[str, Capture] = {}
         self.pipelines: dict[str, CameraPipeline] = {}
         self.segments: dict[str, int] = {}
@@ -66,6 +64,19 @@ class Daemon:
             self._clock_for(camera_name),
         )
 
+    def watch_inference(self) -> None:
+        """Exit (code 70) when one inference hangs longer than detector.stuck_inference_s.
+
+        A hung Edge TPU never returns; systemd restarts the service and the SQLite state keeps
+        every count. Runs on its own thread because the main loop is the one that hangs.
+        """
+        limit = self.config.detector.stuck_inference_s
+        while not self.stopping.wait(min(1.0, limit / 4)):
+            started = self.detector.invoke_started
+            if started is not None and time.perf_counter() - started > limit:
+                log.error("inference stuck for more than %.0f s; exiting for a restart", limit)
+                os._exit(EXIT_SOFTWARE)
+
     def request_stop(self, signum: int, _frame: FrameType | None = None) -> None:
         """Signal handler: finish the current frame, then shut down cleanly."""
         log.info("signal %d: stopping", signum)
@@ -80,6 +91,7 @@ class Daemon:
             self.pipelines[cam.name] = self._new_pipeline(cam.name)
             self.segments[cam.name] = 0
             self.last_frame_at[cam.name] = time.monotonic()
+        threading.Thread(target=self.watch_inference, name="inference-watch", daemon=True).start()
         notify("READY=1")
         log.info(
             "running: %d camera(s), detector on %s (%s)",

@@ -116,6 +116,9 @@ class Detector:
         self._boxes = by_width[4]
         self._lock = threading.Lock()
         self.last_invoke_ms = 0.0
+        # perf_counter() when the running inference began, None between inferences: the
+        # daemon's stuck-inference monitor reads it from another thread.
+        self.invoke_started: float | None = None
 
     @property
     def accelerator(self) -> str:
@@ -179,9 +182,10 @@ class Detector:
             target = self.interpreter.tensor(self._input_index)()[0]
             scale = letterbox_into(frame, target)
             del target  # the interpreter refuses to invoke while a view of its buffers lives
-            start = time.perf_counter()
+            start = self.invoke_started = time.perf_counter()
             self.interpreter.invoke()
             self.last_invoke_ms = (time.perf_counter() - start) * 1000
+            self.invoke_started = None
             scores = self._dequantized(self._scores)
             deltas = self._dequantized(self._boxes)
         boxes, labels, class_scores = select_heads(

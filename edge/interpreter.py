@@ -8,6 +8,7 @@ tflite-runtime. Either falls back to the other when only one is installed.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
 from dataclasses import dataclass
@@ -74,6 +75,9 @@ def load_edgetpu(model: Path) -> LoadedInterpreter:
         interp.allocate_tensors()
         return LoadedInterpreter(interp, "tflite_runtime", "edgetpu")
     mod = _module(EDGETPU_ORDER)
+    # Open the library first: when it is missing, LiteRT's load_delegate leaves a half-built
+    # Delegate whose __del__ prints an "Exception ignored" traceback into the journal.
+    ctypes.CDLL(EDGETPU_LIBRARY)
     delegate = mod.load_delegate(EDGETPU_LIBRARY)
     interp = mod.Interpreter(model_path=str(model), experimental_delegates=[delegate])
     interp.allocate_tensors()

@@ -33,6 +33,8 @@ ANCHORS = make_anchors()
 ANCHOR_BOXES = anchors_xyxy(ANCHORS)
 POS_IOU, NEG_IOU = 0.45, 0.3
 NUM_CLASSES = len(LABELS)
+# front_without_mask faces are 1 in 5 of the front faces in face-mask-853.
+LABEL_WEIGHTS = tf.constant([1.0, 3.0, 1.0])
 # Video clips the teacher labels for training; store-aisle and face-demographics stay out
 # (held out for validation), classroom has seated students the teacher cannot find.
 TRAIN_CLIPS = ("one-by-one-person-detection.mp4",)
@@ -202,7 +204,14 @@ def main() -> None:
             diff = tf.abs(deltas - box_t)
             smooth = tf.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
             box_loss = tf.reduce_sum(tf.reduce_sum(smooth, -1) * box_w) / n_pos
-            loss = cls_loss + box_loss
+            # Focal loss shrinks the gradient of a moderately wrong label to almost nothing, so
+            # with it alone the model told mask from no mask by ratio 0.69 vs 0.67 after 8 epochs
+            # (measured). A softmax cross-entropy among the three labels at positive anchors,
+            # weighted for the rarer no-mask faces, teaches the distinction.
+            ce = tf.nn.softmax_cross_entropy_with_logits(labels=cls_t, logits=logits)
+            label_weight = tf.reduce_sum(cls_t * LABEL_WEIGHTS, -1)
+            ce_loss = tf.reduce_sum(ce * box_w * label_weight) / n_pos
+            loss = cls_loss + box_loss + ce_loss
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads[: len(head_vars)], head_vars, strict=True))
         opt_backbone.apply_gradients(zip(grads[len(head_vars) :], backbone_vars, strict=True))

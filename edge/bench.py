@@ -1,0 +1,782 @@
+"""`maskwatch bench`: how much of the interpreter's own speed the full pipeline keeps.
+
+One process, one model, one interpreter, one clip (PETS09-S2L1 from ../shared when present,
+else a generated clip):
+
+1. ready: time from process start until the detector is loaded and the capture has delivered
+   its first frame, in the daemon's order (config, state database and publisher, detector,
+   capture).
+2. raw: the interpreter loop alone on already-letterboxed input tensors (set_tensor + invoke):
+   the limit no pipeline on this machine can beat.
+3. pipeline: every frame of the clip through the real `CameraPipeline.process` (letterbox,
+   invoke, box decoding and NMS, tracking, voting) with decoding in line and decided people
+   recorded and published to a local mosquitto, as `maskwatch replay` does. Each stage is timed
+   by wrapping the pipeline's own collaborators, so the code measured is the code that runs.
+4. tracking: the tracker and the vote alone with 10 people in view.
+
+Numbers are wall-clock medians and 95th percentiles per frame, in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+import edge.detect
+from edge.capture import Capture
+from edge.config.load import ConfigError, parse_config
+from edge.config.root import Config
+from edge.decide import Decider
+from edge.detect import Detector, ModelError
+from edge.detection import FRONT_WITH_MASK, FRONT_WITHOUT_MASK, Detection
+from edge.pipeline import CameraPipeline, footage_clock
+from edge.runtime import (
+    EXIT_CONFIG,
+    EXIT_NO_INPUT,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    EXIT_USAGE,
+    HOUR_CLOSE_DELAY_S,
+    Reporting,
+    open_reporting,
+)
+from edge.totals import hour_of
+from edge.track import Tracker
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CLIP = REPO_ROOT.parent / "shared" / "tracking" / "PETS09-S2L1-vtest.avi"
+MOSQUITTO = "mosquitto"
+MOSQUITTO_FALLBACK = Path("/usr/sbin/mosquitto")
+RUNTIMES = ("auto", "ai_edge_litert", "tflite_runtime")
+RUNTIME_PACKAGES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
+
+# Pipeline stages in the order CameraPipeline.process runs them; "other" is the frame's time
+# not inside any of them (the pipeline's glue and the timers themselves).
+STAGES = ("decode", "preprocess", "invoke", "postprocess", "track", "vote", "publish", "other")
+STAGE_MEANING = {
+    "decode": "cv2.VideoCapture.read: demux and decode one frame",
+    "preprocess": "letterbox into the input tensor (resize, BGR to RGB)",
+    "invoke": "interpreter.invoke",
+    "postprocess": "dequantise outputs, box decoding, NMS, Detection objects",
+    "track": "Tracker.update (Kalman predict, association, births and deaths)",
+    "vote": "Decider.look and Decider.end",
+    "publish": "Ledger.record (SQLite) and Ledger.tick; MQTT I/O is on its own thread",
+    "other": "the rest of the frame: pipeline glue and the timers",
+}
+# First invokes allocate and warm caches; they are not what a running daemon sees.
+WARMUP_INVOKES = 5
+# Distinct letterboxed frames cycled through by the raw loop.
+RAW_INPUTS = 16
+# Raw loop and pipeline alternate in blocks of this many frames: a background job's load then
+# weighs on both alike.
+BLOCK_FRAMES = 20
+# The tracking-only benchmark: people in view and frames timed (after the warm-up frames).
+SYNTHETIC_TRACKS = 10
+SYNTHETIC_FRAMES = 500
+SYNTHETIC_WARMUP = 10
+SYNTHETIC_SIZE = (768, 576)
+SYNTHETIC_FPS = 10.0
+# Generated clip when ../shared is absent: PETS09's frame size and rate.
+GENERATED_SIZE = (768, 576)
+GENERATED_FPS = 7.0
+FLUSH_TIMEOUT_S = 15.0
+BROKER_START_TIMEOUT_S = 10.0
+FIRST_FRAME_TIMEOUT_S = 30.0
+
+
+class BenchError(Exception):
+    """The benchmark cannot run; `exit_code` is the documented exit status."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        """Keep the one-line message and the exit code."""
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- small helpers ----------------------------------------------------------------------------
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc, 10 ms resolution); None elsewhere."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        # Field 22 (starttime, clock ticks after boot); the command name in field 2 may hold
+        # spaces, so count from after its closing parenthesis (which is field 3's start).
+        start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def stats_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """Median, 95th percentile and mean of durations given in seconds, in milliseconds."""
+    if not seconds:
+        return {"median": 0.0, "p95": 0.0, "mean": 0.0}
+    ms = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return {
+        "median": round(float(np.median(ms)), 4),
+        "p95": round(float(np.percentile(ms, 95)), 4),
+        "mean": round(float(ms.mean()), 4),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    divisor = 1024 * 1024 if sys.platform == "darwin" else 1024
+    return round(peak / divisor, 1)
+
+
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu shows it (a Pi's board model), else the platform's."""
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip().lower(), value.strip())
+    # x86 says "model name"; a Raspberry Pi's kernel says "Model" (the board) instead.
+    for key in ("model name", "model", "hardware"):
+        if fields.get(key) and not fields[key].isdigit():
+            return fields[key]
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were taken on."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    return {
+        "cpu": cpu_model(),
+        "arch": platform.machine(),
+        "cores": usable,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+        "ai_edge_litert": package_version("ai-edge-litert"),
+        "tflite_runtime": package_version("tflite-runtime"),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def make_clip(path: Path, frames: int, size: tuple[int, int] = GENERATED_SIZE,
+              fps: float = GENERATED_FPS) -> Path:
+    """Write a synthetic street-like clip (MJPG .avi): a textured background, walking blobs.
+
+    Used when ../shared is absent, and by the tests. Deterministic for a given frame count.
+    """
+    width, height = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise BenchError(f"{path}: cannot write a MJPG video with this OpenCV build", EXIT_SOFTWARE)
+    rng = np.random.default_rng(0)
+    # Texture costs the decoder what a real street does; flat frames would decode for free.
+    background = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+                                  (0, 0), 3)
+    walkers = [(rng.uniform(0, width), rng.uniform(height * 0.2, height * 0.8),
+                rng.uniform(-6, 6), rng.uniform(-2, 2)) for _ in range(6)]
+    try:
+        for i in range(frames):
+            frame = background.copy()
+            for x0, y0, vx, vy in walkers:
+                cx = int((x0 + vx * i) % width)
+                cy = int((y0 + vy * i) % height)
+                cv2.rectangle(frame, (cx - 18, cy + 22), (cx + 18, cy + 110), (60, 40, 140), -1)
+                cv2.ellipse(frame, (cx, cy), (14, 18), 0, 0, 360, (120, 160, 210), -1)
+            writer.write(frame)
+    finally:
+        writer.release()
+    return path
+
+
+@contextlib.contextmanager
+def local_broker() -> Iterator[int | None]:
+    """A mosquitto on a free loopback port for the benchmark's publisher; None if none exists."""
+    from edge.demo import free_port, wait_for_port
+
+    binary = shutil.which(MOSQUITTO) or (str(MOSQUITTO_FALLBACK)
+                                        if MOSQUITTO_FALLBACK.exists() else None)
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="maskwatch-bench-broker-") as tmp:
+        conf = Path(tmp) / "mosquitto.conf"
+        lines = [f"listener {port} 127.0.0.1", "allow_anonymous true"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # mosquitto drops to "mosquitto" otherwise
+        conf.write_text("\n".join(lines) + "\n")
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(port, BROKER_START_TIMEOUT_S)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+# -- per-stage timing around the pipeline's own collaborators ---------------------------------
+
+
+@dataclass
+class StageClock:
+    """Seconds spent in each stage during the current frame, and every finished frame's."""
+
+    current: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    frames: list[dict[str, float]] = field(default_factory=list)
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Charge seconds to a stage of the current frame."""
+        self.current[stage] += seconds
+
+    def timed(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """fn, charging its duration to stage."""
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.add(stage, time.perf_counter() - start)
+
+        return wrapper
+
+    def end_frame(self, total_s: float) -> None:
+        """Close the frame: what no stage accounts for is "other"."""
+        frame = dict(self.current)
+        frame["other"] = max(0.0, total_s - sum(frame.values()))
+        frame["frame"] = total_s
+        self.frames.append(frame)
+        self.current = dict.fromkeys(STAGES, 0.0)
+
+    def series(self, stage: str) -> list[float]:
+        """Per-frame seconds of one stage (or "frame")."""
+        return [f[stage] for f in self.frames]
+
+    def missed_preprocess(self) -> bool:
+        """True when frames were timed but no letterbox time arrived (the hook was not hit)."""
+        return bool(self.frames) and sum(self.series("preprocess")) == 0.0
+
+
+class TimedDetector:
+    """The pipeline's detector, its `detect` split into preprocess, invoke and postprocess."""
+
+    def __init__(self, detector: Detector, clock: StageClock) -> None:
+        """Wrap detector; letterbox time arrives through `timed_letterbox`."""
+        self.inner = detector
+        self.clock = clock
+        self.calls = 0
+        self.heads = 0
+        self.most_heads = 0
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """Detector.detect, timed: invoke from last_invoke_ms, the rest is postprocess."""
+        before = self.clock.current["preprocess"]
+        start = time.perf_counter()
+        detections = self.inner.detect(frame)
+        total = time.perf_counter() - start
+        preprocess = self.clock.current["preprocess"] - before
+        invoke = self.inner.last_invoke_ms / 1000.0
+        self.clock.add("invoke", invoke)
+        self.clock.add("postprocess", max(0.0, total - preprocess - invoke))
+        self.calls += 1
+        self.heads += len(detections)
+        self.most_heads = max(self.most_heads, len(detections))
+        return detections
+
+    def __getattr__(self, name: str) -> Any:
+        """Everything else is the detector's own."""
+        return getattr(self.inner, name)
+
+
+class TimedStage:
+    """A pipeline collaborator (tracker, decider) whose named methods charge a stage."""
+
+    def __init__(self, inner: Any, stage: str, methods: tuple[str, ...], clock: StageClock) -> None:
+        """Wrap the listed methods of inner; other attributes pass through."""
+        self.inner = inner
+        for name in methods:
+            setattr(self, name, clock.timed(stage, getattr(inner, name)))
+
+    def __getattr__(self, name: str) -> Any:
+        """Attributes not wrapped are the collaborator's own."""
+        return getattr(self.inner, name)
+
+
+@contextlib.contextmanager
+def timed_letterbox(clock: StageClock) -> Iterator[None]:
+    """Charge edge.detect.letterbox_into to "preprocess" while inside the block.
+
+    Detector.detect letterboxes and invokes under one call; timing its letterbox from outside
+    needs the module-level function swapped for a timed one (restored on exit).
+    """
+    original = edge.detect.letterbox_into
+    edge.detect.letterbox_into = clock.timed("preprocess", original)
+    try:
+        yield
+    finally:
+        edge.detect.letterbox_into = original
+
+
+@contextlib.contextmanager
+def preferred_runtime(runtime: str) -> Iterator[None]:
+    """Make Detector load its CPU model with the given interpreter package ("auto": its own)."""
+    if runtime == "auto":
+        yield
+        return
+    original = edge.detect.load_cpu
+    edge.detect.load_cpu = functools.partial(original, prefer=f"{runtime}.interpreter")
+    try:
+        yield
+    finally:
+        edge.detect.load_cpu = original
+
+
+# -- the measurements -------------------------------------------------------------------------
+
+
+def bench_config(video: Path, port: int, runtime: str, model: Path | None = None) -> Config:
+    """Built-in defaults with one file camera on the clip and the broker on a loopback port.
+
+    model replaces the shipped model (labels.txt beside it); None keeps the shipped one.
+    """
+    camera: dict[str, Any] = {"name": "bench", "source": str(video), "file_pacing": "asap"}
+    data: dict[str, Any] = {
+        "device": "bench",
+        "cameras": [camera],
+        "mqtt": {"host": "127.0.0.1", "port": port, "password_credential": None},
+    }
+    detector: dict[str, Any] = {}
+    if runtime != "auto":
+        detector["accelerator"] = "cpu"
+    if model is not None:
+        detector["model"] = str(model.resolve())
+    if detector:
+        data["detector"] = detector
+    return parse_config(json.dumps(data), "<bench>", Path.cwd())
+
+
+def read_frames(video: Path, count: int) -> list[np.ndarray]:
+    """The first count frames of a video (fewer if it is shorter)."""
+    cap = cv2.VideoCapture(str(video))
+    frames: list[np.ndarray] = []
+    try:
+        while len(frames) < count:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        cap.release()
+    return frames
+
+
+class RawLoop:
+    """set_tensor + invoke on letterboxed inputs prepared beforehand: the interpreter's limit."""
+
+    def __init__(self, detector: Detector, frames: list[np.ndarray]) -> None:
+        """Letterbox the sample frames once, then warm the interpreter up."""
+        self.interpreter = detector.interpreter
+        detail = self.interpreter.get_input_details()[0]
+        self.index = detail["index"]
+        self.inputs = []
+        for frame in frames[:RAW_INPUTS]:
+            tensor = np.zeros(tuple(detail["shape"]), dtype=detail["dtype"])
+            edge.detect.letterbox_into(frame, tensor[0])
+            self.inputs.append(tensor)
+        self.loop_s: list[float] = []
+        self.invoke_s: list[float] = []
+        for i in range(WARMUP_INVOKES):
+            self.interpreter.set_tensor(self.index, self.inputs[i % len(self.inputs)])
+            self.interpreter.invoke()
+
+    def step(self, count: int) -> None:
+        """Time count more iterations."""
+        for _ in range(count):
+            tensor = self.inputs[len(self.loop_s) % len(self.inputs)]
+            start = time.perf_counter()
+            self.interpreter.set_tensor(self.index, tensor)
+            set_done = time.perf_counter()
+            self.interpreter.invoke()
+            end = time.perf_counter()
+            self.loop_s.append(end - start)
+            self.invoke_s.append(end - set_done)
+
+    @property
+    def fps(self) -> float:
+        """Iterations per second of loop time."""
+        return len(self.loop_s) / sum(self.loop_s)
+
+
+class PipelineRun:
+    """Frames of the clip through CameraPipeline.process, decoded in line as a replay does."""
+
+    def __init__(self, video: Path, config: Config, detector: Detector, reporting: Reporting,
+                 position: list[float]) -> None:
+        """Open the clip and build the camera's pipeline with its collaborators timed."""
+        self.config = config
+        self.reporting = reporting
+        self.position = position
+        self.cap = cv2.VideoCapture(str(video))
+        fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.fps = fps if 0 < fps < 1000 else 25.0  # GIFs and some containers report none
+        self.clock = footage_clock(datetime.now(timezone.utc).astimezone())
+        self.stages = StageClock()
+        ledger = reporting.ledger
+        self.tick = self.stages.timed("publish", ledger.tick)
+        record = self.stages.timed("publish", ledger.record)
+        self.pipeline = CameraPipeline(config.cameras[0], detector, config.tracker,
+                                       config.decide, record, self.clock)
+        # The pipeline's own collaborators, timed in place: process() itself runs unchanged.
+        pipe: Any = self.pipeline
+        self.detector = pipe.detector = TimedDetector(detector, self.stages)
+        pipe.tracker = TimedStage(pipe.tracker, "track", ("update", "predict"), self.stages)
+        pipe.decider = TimedStage(pipe.decider, "vote", ("look", "end"), self.stages)
+        self.decode = self.stages.timed("decode", self.cap.read)
+        self.frames = 0
+        self.people = 0
+        self.ended = False
+
+    def step(self, count: int) -> None:
+        """Time count more frames (fewer when the clip ends)."""
+        with timed_letterbox(self.stages):
+            for _ in range(count):
+                frame_start = time.perf_counter()
+                ok, frame = self.decode()
+                if not ok:
+                    self.stages.current = dict.fromkeys(STAGES, 0.0)
+                    self.ended = True
+                    return
+                self.position[0] = self.frames / self.fps
+                self.people += len(self.pipeline.process(frame, self.position[0]).people)
+                self.tick()
+                self.stages.end_frame(time.perf_counter() - frame_start)
+                self.frames += 1
+        if self.stages.missed_preprocess():
+            raise BenchError(
+                "edge.detect.Detector.detect no longer calls edge.detect.letterbox_into: "
+                "update edge/bench.py's stage timing", EXIT_SOFTWARE)
+
+    @property
+    def fps_measured(self) -> float:
+        """Frames per second of frame time (the pauses while the raw loop runs excluded)."""
+        total = sum(self.stages.series("frame"))
+        return self.frames / total if total > 0 else 0.0
+
+    def close(self, flush_timeout_s: float) -> tuple[bool, float]:
+        """End the open tracks, close the hour, flush to the broker: (delivered, seconds)."""
+        self.cap.release()
+        self.people += len(self.pipeline.finish())
+        last_hour = hour_of(self.clock(self.position[0]), self.config.totals.zoneinfo)
+        self.reporting.ledger.tick(last_hour.end + timedelta(seconds=HOUR_CLOSE_DELAY_S + 1))
+        start = time.perf_counter()
+        delivered = self.reporting.close(flush_timeout_s)
+        return delivered, time.perf_counter() - start
+
+
+def interleaved(raw: RawLoop, run: PipelineRun, frames: int) -> None:
+    """Alternate blocks of raw loop and pipeline so both see the same background load."""
+    while run.frames < frames and not run.ended:
+        block = min(BLOCK_FRAMES, frames - run.frames)
+        raw.step(block)
+        run.step(block)
+
+
+def tracking_only(config: Config) -> dict[str, Any]:
+    """Tracker.update plus the vote per frame with SYNTHETIC_TRACKS people walking in view."""
+    tracker = Tracker(config.tracker)
+    decider = Decider(config.decide, "bench", config.cameras[0].zone)
+    width, height = SYNTHETIC_SIZE
+    origin = datetime.now(timezone.utc)
+    track_s: list[float] = []
+    vote_s: list[float] = []
+    columns = 5
+    for i in range(SYNTHETIC_WARMUP + SYNTHETIC_FRAMES):
+        t = i / SYNTHETIC_FPS
+        detections = []
+        for k in range(SYNTHETIC_TRACKS):
+            # People on a 5 x 2 grid, each swaying sideways: always apart, always in view.
+            cx = (k % columns + 0.5) * width / columns + 40 * math.sin(0.05 * i + k)
+            cy = (k // columns + 0.5) * height / 2 + 10 * math.cos(0.03 * i + k)
+            box = (cx - 20, cy - 24, cx + 20, cy + 24)
+            mask = 0.9 if k % 2 else 0.05
+            scores = [0.0, 0.0, 0.05]
+            scores[FRONT_WITH_MASK], scores[FRONT_WITHOUT_MASK] = mask, 0.95 - mask
+            label = FRONT_WITH_MASK if mask > 0.5 else FRONT_WITHOUT_MASK
+            detections.append(Detection(box=box, label=label, score=max(scores),
+                                        scores=(scores[0], scores[1], scores[2])))
+        start = time.perf_counter()
+        update = tracker.update(detections, t)
+        tracked = time.perf_counter()
+        for head in update.heads:
+            if head.detection is not None:
+                decider.look(head.track_id, head.detection, width, height)
+        for ended in update.ended:
+            decider.end(ended.track_id, ended.confirmed, origin, origin)
+        voted = time.perf_counter()
+        if i >= SYNTHETIC_WARMUP:
+            track_s.append(tracked - start)
+            vote_s.append(voted - tracked)
+    return {
+        "tracks": tracker.live_tracks,
+        "frames": SYNTHETIC_FRAMES,
+        "track_ms": stats_ms(track_s),
+        "vote_ms": stats_ms(vote_s),
+        "total_ms": stats_ms([a + b for a, b in zip(track_s, vote_s, strict=True)]),
+    }
+
+
+def run_bench(video: Path | None, frames: int, runtime: str = "auto",
+              entry_age_s: float | None = None, model: Path | None = None) -> dict[str, Any]:
+    """Run every measurement and return the results (what --json prints).
+
+    entry_age_s: the process's age when the command began (None: measured now); model: another
+    .tflite than the shipped one.
+    """
+    if entry_age_s is None:
+        entry_age_s = process_age_s()
+    machine = machine_info()
+    with contextlib.ExitStack() as stack:
+        note: list[str] = []
+        if video is None:
+            if DEFAULT_CLIP.is_file():
+                video = DEFAULT_CLIP
+            else:
+                clip_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                video = make_clip(clip_dir / "generated.avi", frames)
+                note.append(f"{DEFAULT_CLIP} absent: generated clip")
+        elif not video.is_file():
+            raise BenchError(f"{video}: no such file", EXIT_NO_INPUT)
+        if runtime != "auto" and importlib.util.find_spec(runtime) is None:
+            raise BenchError(f"--runtime {runtime}: {RUNTIME_PACKAGES[runtime]} is not installed "
+                             f"in {sys.prefix}", EXIT_SOFTWARE)
+        # Broker start-up is the benchmark's scaffolding, not the appliance's: not in ready_s.
+        port = stack.enter_context(local_broker())
+        publishing = port is not None
+        if port is None:
+            from edge.demo import free_port
+
+            # Nothing listens there: events are stored and queue, as on a device offline.
+            port = free_port()
+            note.append("mosquitto not installed: events stored, not published")
+            logging.getLogger("edge.publish").setLevel(logging.ERROR)
+
+        t0 = time.perf_counter()
+        try:
+            config = bench_config(video, port, runtime, model)
+        except ConfigError as exc:
+            raise BenchError("; ".join(exc.messages), EXIT_CONFIG) from exc
+        t1 = time.perf_counter()
+        state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        position = [0.0]
+        clock = footage_clock(datetime.now(timezone.utc).astimezone())
+        reporting = open_reporting(config, state_dir, clock=lambda: clock(position[0]))
+        closed = [False]
+
+        def close_reporting() -> None:
+            if not closed[0]:
+                reporting.close(0.0)
+
+        stack.callback(close_reporting)
+        t2 = time.perf_counter()
+        try:
+            with preferred_runtime(runtime):
+                detector = Detector(config.detector)
+        except ModelError as exc:
+            raise BenchError(str(exc), EXIT_SOFTWARE) from exc
+        if runtime != "auto" and detector.runtime != runtime:
+            raise BenchError(f"--runtime {runtime}: loaded {detector.runtime} instead",
+                             EXIT_SOFTWARE)
+        t3 = time.perf_counter()
+        capture = Capture(config.cameras[0], pacing="asap")
+        capture.start()
+        first = capture.read(FIRST_FRAME_TIMEOUT_S)
+        t4 = time.perf_counter()
+        capture.stop()
+        if first is None:
+            raise BenchError(f"{video}: no frame could be read", EXIT_NO_INPUT)
+        rss_loaded = peak_rss_mb()
+        ready = {
+            "python_and_imports_s": None if entry_age_s is None else round(entry_age_s, 3),
+            "config_s": round(t1 - t0, 4),
+            "reporting_s": round(t2 - t1, 4),
+            "model_load_s": round(t3 - t2, 4),
+            "first_frame_s": round(t4 - t3, 4),
+        }
+        ready_s = sum(v for v in ready.values() if v is not None)
+        # The first inference also packs weights for the CPU kernels: the first result comes
+        # this much after ready.
+        t5 = time.perf_counter()
+        detector.detect(first.image)
+        first_detect_s = time.perf_counter() - t5
+
+        raw = RawLoop(detector, read_frames(video, RAW_INPUTS))
+        run = PipelineRun(video, config, detector, reporting, position)
+        interleaved(raw, run, frames)
+        closed[0] = True
+        delivered, flush_s = run.close(FLUSH_TIMEOUT_S if publishing else 0.0)
+        if run.frames < frames:
+            note.append(f"clip ended after {run.frames} frames")
+        tracking = tracking_only(config)
+
+    stages = run.stages
+    total = sum(stages.series("frame"))
+    invoke_total = sum(stages.series("invoke"))
+    decode_total = sum(stages.series("decode"))
+    raw_fps = raw.fps
+    pipeline_fps = run.fps_measured
+    ms = {"raw_loop": stats_ms(raw.loop_s), "raw_invoke": stats_ms(raw.invoke_s)}
+    ms.update({stage: stats_ms(stages.series(stage)) for stage in (*STAGES, "frame")})
+    height, width = first.image.shape[:2]
+    return {
+        "video": str(video),
+        "frame_size": [width, height],
+        "frames": run.frames,
+        "model": str(detector.model_path),
+        "runtime": detector.runtime,
+        "runtime_version": package_version(RUNTIME_PACKAGES.get(detector.runtime, "")),
+        "accelerator": detector.accelerator,
+        "threads": config.detector.threads,
+        "raw_fps": round(raw_fps, 3),
+        "pipeline_fps": round(pipeline_fps, 3),
+        "pipeline_vs_raw": round(pipeline_fps / raw_fps, 4),
+        "overhead_ratio": round((total - invoke_total - decode_total) / total, 4) if total else 0.0,
+        "share": {s: round(sum(stages.series(s)) / total, 4) if total else 0.0 for s in STAGES},
+        "ms": ms,
+        "detections": {
+            "per_frame": round(run.detector.heads / max(1, run.detector.calls), 3),
+            "most": run.detector.most_heads,
+        },
+        "tracking_10": tracking,
+        "rss_mb": peak_rss_mb(),
+        "rss_mb_after_load": rss_loaded,
+        "ready_s": round(ready_s, 3),
+        "ready": ready,
+        "first_detect_s": round(first_detect_s, 4),
+        "mqtt": {
+            "broker": f"mosquitto 127.0.0.1:{port}" if publishing else None,
+            "people": run.people,
+            "delivered": delivered if publishing else None,
+            "flush_s": round(flush_s, 3),
+        },
+        "machine": {**machine, "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "notes": note,
+    }
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def table(result: dict[str, Any]) -> str:
+    """The readable report: headline figures, then one row per stage."""
+    m = result["machine"]
+    lines = [
+        f"clip     {result['video']} ({result['frame_size'][0]}x{result['frame_size'][1]}, "
+        f"{result['frames']} frames)",
+        f"model    {result['model']}",
+        f"runtime  {result['runtime']} {result['runtime_version'] or ''} on "
+        f"{result['accelerator']}, {result['threads']} thread(s)",
+        f"machine  {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+        f"load {m['loadavg_start'][0]:.2f} -> {m['loadavg_end'][0]:.2f}",
+        "",
+        f"raw interpreter loop  {result['raw_fps']:8.2f} fps",
+        f"full pipeline         {result['pipeline_fps']:8.2f} fps  "
+        f"({100 * result['pipeline_vs_raw']:.0f}% of raw)",
+        f"outside invoke+decode {100 * result['overhead_ratio']:7.1f} % of pipeline time",
+        "",
+        f"{'stage':<12} {'median ms':>10} {'p95 ms':>10} {'share':>7}  what",
+    ]
+    ms = result["ms"]
+    lines.append(f"{'raw loop':<12} {ms['raw_loop']['median']:10.3f} "
+                 f"{ms['raw_loop']['p95']:10.3f} {'':>7}  set_tensor + invoke, inputs ready")
+    lines.append(f"{'raw invoke':<12} {ms['raw_invoke']['median']:10.3f} "
+                 f"{ms['raw_invoke']['p95']:10.3f} {'':>7}  interpreter.invoke alone")
+    for stage in STAGES:
+        share = 100 * result["share"][stage]
+        lines.append(f"{stage:<12} {ms[stage]['median']:10.3f} {ms[stage]['p95']:10.3f} "
+                     f"{share:6.1f}%  {STAGE_MEANING[stage]}")
+    lines.append(f"{'frame':<12} {ms['frame']['median']:10.2f} {ms['frame']['p95']:10.2f} "
+                 f"{100.0:6.1f}%")
+    tr = result["tracking_10"]
+    ready = result["ready"]
+    mqtt = result["mqtt"]
+    lines += [
+        "",
+        f"heads    {result['detections']['per_frame']:.2f} per frame on average, at most "
+        f"{result['detections']['most']}",
+        f"tracking alone, {tr['tracks']} people: track {tr['track_ms']['median']:.3f} ms, "
+        f"vote {tr['vote_ms']['median']:.3f} ms per frame (median)",
+        f"ready in {result['ready_s']:.2f} s: python+imports "
+        f"{ready['python_and_imports_s'] if ready['python_and_imports_s'] is not None else '?'} s,"
+        f" model {ready['model_load_s']:.2f} s, first frame {ready['first_frame_s']:.3f} s; "
+        f"first detection {result['first_detect_s']:.3f} s later",
+        f"peak RSS {result['rss_mb']:.0f} MB ({result['rss_mb_after_load']:.0f} MB after load)",
+        f"mqtt     {mqtt['broker'] or 'none'}: {mqtt['people']} people, delivered "
+        f"{mqtt['delivered']}, flushed in {mqtt['flush_s']:.2f} s",
+    ]
+    lines += [f"note     {n}" for n in result["notes"]]
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    """`maskwatch bench [--json] [--video CLIP] [--frames N] [--runtime NAME]`."""
+    entry_age_s = process_age_s()
+    frames = int(args.frames)
+    if frames < 1:
+        print(f"--frames: must be at least 1, got {frames}", file=sys.stderr)
+        return EXIT_USAGE
+    runtime = getattr(args, "runtime", "auto") or "auto"
+    if runtime not in RUNTIMES:
+        print(f"--runtime: one of {', '.join(RUNTIMES)}, got {runtime!r}", file=sys.stderr)
+        return EXIT_USAGE
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                            format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run_bench(args.video, frames, runtime, entry_age_s)
+    except BenchError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result, indent=2) if args.json else table(result))
+    return EXIT_OK

@@ -1,0 +1,134 @@
+"""`maskwatch bench` end to end on a few frames of a generated clip (no timing assertions)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.bench import STAGES, main, make_clip
+from edge.config.detector import default_model_path
+from edge.runtime import EXIT_NO_INPUT, EXIT_SOFTWARE, EXIT_USAGE
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+FRAMES = 6
+
+needs_model = pytest.mark.skipif(
+    not default_model_path().is_file(),
+    reason=f"{default_model_path()} not built yet (make model)",
+)
+
+
+def _args(**overrides: object) -> argparse.Namespace:
+    """The namespace the bench subcommand's parser produces, with overrides."""
+    values: dict[str, object] = {"json": True, "video": None, "frames": FRAMES, "runtime": "auto"}
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated 768x576 MJPG clip with a few more frames than the bench asks for."""
+    return make_clip(tmp_path_factory.mktemp("bench") / "clip.avi", FRAMES + 4)
+
+
+@pytest.fixture(scope="module")
+def result(clip: Path) -> dict:
+    """`python -m edge bench --json` in its own process, as `make bench` runs it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge", "bench", "--json", "--video", str(clip),
+         "--frames", str(FRAMES)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@needs_model
+def test_headline_figures_are_positive_numbers(result: dict) -> None:
+    """raw and pipeline fps, their ratio, overhead, memory and start-up time are measured."""
+    for key in ("raw_fps", "pipeline_fps", "pipeline_vs_raw", "rss_mb", "ready_s"):
+        assert isinstance(result[key], float), key
+        assert result[key] > 0, key
+    assert 0 < result["overhead_ratio"] < 1
+    assert result["rss_mb"] >= result["rss_mb_after_load"] > 0
+    assert result["frames"] == FRAMES
+
+
+@needs_model
+def test_every_stage_has_median_and_p95(result: dict) -> None:
+    """Each stage of the pipeline, and the raw loop, report ms; shares sum to the frame."""
+    for stage in (*STAGES, "frame", "raw_loop", "raw_invoke"):
+        stats = result["ms"][stage]
+        assert isinstance(stats["median"], float) and isinstance(stats["p95"], float), stage
+        assert 0 <= stats["median"] <= stats["p95"], stage
+    # Stages that run on every frame take measurable time.
+    for stage in ("decode", "preprocess", "invoke", "postprocess", "track", "publish", "frame",
+                  "raw_loop", "raw_invoke"):
+        assert result["ms"][stage]["median"] > 0, stage
+    assert sum(result["share"].values()) == pytest.approx(1.0, abs=0.01)
+
+
+@needs_model
+def test_tracking_with_ten_people(result: dict) -> None:
+    """The tracking-only measurement keeps ten tracks and times both stages."""
+    tracking = result["tracking_10"]
+    assert tracking["tracks"] == 10
+    assert tracking["track_ms"]["median"] > 0
+    assert tracking["vote_ms"]["median"] > 0
+
+
+@needs_model
+def test_names_the_interpreter_and_the_machine(result: dict) -> None:
+    """Which runtime and accelerator ran, and on what, for the benchmark table."""
+    assert result["runtime"] in ("ai_edge_litert", "tflite_runtime")
+    assert result["accelerator"] in ("cpu", "edgetpu")
+    assert isinstance(result["runtime_version"], str)
+    assert result["machine"]["cores"] >= 1
+    assert result["ready"]["model_load_s"] > 0
+    assert result["ready"]["first_frame_s"] > 0
+
+
+@needs_model
+@pytest.mark.skipif(not MOSQUITTO.exists(), reason=f"{MOSQUITTO} is not installed")
+def test_publishes_to_a_real_broker(result: dict) -> None:
+    """The pipeline's ledger reached the bench's own mosquitto and was flushed."""
+    assert result["mqtt"]["broker"].startswith("mosquitto 127.0.0.1:")
+    assert result["mqtt"]["delivered"] is True
+
+
+@needs_model
+def test_readable_table(clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --json the same figures come as a table."""
+    assert main(_args(json=False, video=clip, frames=2)) == 0
+    out = capsys.readouterr().out
+    assert "raw interpreter loop" in out
+    for stage in STAGES:
+        assert f"\n{stage} " in out
+
+
+def test_frames_below_one_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--frames 0 is refused before anything is loaded."""
+    assert main(_args(frames=0)) == EXIT_USAGE
+    assert "--frames" in capsys.readouterr().err
+
+
+def test_missing_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A clip that does not exist exits 66 and names it."""
+    missing = tmp_path / "nope.avi"
+    assert main(_args(video=missing)) == EXIT_NO_INPUT
+    assert str(missing) in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tflite_runtime") is not None,
+                    reason="tflite-runtime is installed here")
+def test_runtime_not_installed(clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Asking for an interpreter package this environment lacks exits 70 and says which."""
+    assert main(_args(video=clip, runtime="tflite_runtime")) == EXIT_SOFTWARE
+    assert "tflite-runtime is not installed" in capsys.readouterr().err

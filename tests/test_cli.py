@@ -1,0 +1,372 @@
+"""Tests of the `maskwatch` command line, run as a real subprocess (`python -m edge ...`).
+
+The commands run the committed model with the real interpreter on images written at test time
+(a frame of ../shared's footage when present, generated pictures always). Exit codes are the
+documented sysexits ones (edge/__main__.py): 0 ok, 65 malformed input, 66 input missing,
+70 unusable model, 78 invalid configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.detection import LABELS
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+VIDEO = REPO.parent / "shared" / "videos" / "one-by-one-person-detection.mp4"
+# Every detect/track/check-config call is a few seconds at most; this only stops a hang.
+COMMAND_TIMEOUT_S = 120
+
+EXIT_OK, EXIT_DATA, EXIT_NO_INPUT, EXIT_SOFTWARE, EXIT_CONFIG = 0, 65, 66, 70, 78
+
+
+def maskwatch(
+    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m edge ARGS` and capture its output (never raises on a failing exit)."""
+    run_env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    run_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *map(str, args)],
+        cwd=cwd or REPO,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without the interpreter's own informational lines."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("INFO: ")]
+
+
+# -- check-config ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def credentials(tmp_path: Path) -> Path:
+    """A $CREDENTIALS_DIRECTORY holding the mqtt_password credential, as systemd provides."""
+    directory = tmp_path / "credentials"
+    directory.mkdir()
+    (directory / "mqtt_password").write_text("s3cret\n")
+    return directory
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_check_config_accepts_the_shipped_configs(
+    config: Path, credentials: Path, tmp_path: Path
+) -> None:
+    """Every example config is valid; the host-only parts (/dev/video0, an RTSP camera, the
+    broker) are not needed. Secrets live outside the config: the systemd credential is given
+    as the unit would give it, a password_file is pointed at a test file."""
+    text = config.read_text()
+    target = config
+    match = re.search(r"^(\s*password_file:\s*)(\S+)", text, flags=re.MULTILINE)
+    if match:
+        secret = tmp_path / "mqtt-password"
+        secret.write_text("s3cret\n")
+        target = tmp_path / config.name
+        target.write_text(text.replace(match.group(0), f"{match.group(1)}{secret}"))
+        assert "source: ../" not in text, "a copied config must not hold relative paths"
+    result = maskwatch("check-config", target, env={"CREDENTIALS_DIRECTORY": str(credentials)})
+    assert result.returncode == EXIT_OK, result.stderr
+    assert result.stdout.startswith(f"{target}: ok ("), result.stdout
+    assert error_lines(result.stderr) == []
+
+
+def test_check_config_names_a_missing_password_file(tmp_path: Path) -> None:
+    config = tmp_path / "maskwatch.yaml"
+    absent = tmp_path / "no-such-password"
+    config.write_text(f"device: t1\nmqtt:\n  username: u\n  password_file: {absent}\n")
+    result = maskwatch("check-config", config)
+    assert result.returncode == EXIT_CONFIG
+    (line,) = error_lines(result.stderr)
+    assert str(absent) in line and "mqtt.password_file" in line, line
+
+
+BROKEN_CONFIGS = {
+    "unknown-key": (
+        "device: t1\ndetector:\n  score_threshold: 0.3\n  treshold: 0.3\n",
+        4,
+        "detector.treshold",
+    ),
+    "wrong-type": (
+        "device: t1\ncameras:\n  - name: door\n    source: door.mp4\n    fps: fast\n",
+        5,
+        "cameras.0.fps",
+    ),
+    "out-of-range": ("device: t1\nmqtt:\n  qos: 3\n", 3, "mqtt.qos"),
+    "bad-device-name": ("device: Front Door\n", 1, "device"),
+    "malformed-yaml": ("device: t1\nmqtt: [unclosed\n  host: broker\n", 3, "invalid YAML"),
+    "tab-indent": ("device: t1\nmqtt:\n\thost: broker\n", 3, "invalid YAML"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN_CONFIGS))
+def test_check_config_reports_file_line_and_field(name: str, tmp_path: Path) -> None:
+    text, line, field = BROKEN_CONFIGS[name]
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(text)
+    result = maskwatch("check-config", config)
+    assert result.returncode == EXIT_CONFIG, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    (message,) = error_lines(result.stderr)
+    assert message.startswith(f"{config}:{line}: {field}"), message
+    assert re.fullmatch(rf"{re.escape(str(config))}:\d+: [^:]+: .+", message), message
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_reports_every_problem(tmp_path: Path) -> None:
+    config = tmp_path / "two.yaml"
+    config.write_text("device: t1\nmqtt:\n  qos: 7\nstate:\n  outbox_max_events: 0\n")
+    result = maskwatch("check-config", config)
+    assert result.returncode == EXIT_CONFIG
+    lines = error_lines(result.stderr)
+    assert [ln.split(": ")[0:2] for ln in lines] == [
+        [f"{config}:3", "mqtt.qos"],
+        [f"{config}:5", "state.outbox_max_events"],
+    ]
+
+
+def test_check_config_of_a_missing_file(tmp_path: Path) -> None:
+    absent = tmp_path / "absent.yaml"
+    result = maskwatch("check-config", absent)
+    assert result.returncode == EXIT_CONFIG
+    (message,) = error_lines(result.stderr)
+    assert message.startswith(f"{absent}: ") and "cannot read" in message
+
+
+def test_check_config_names_a_missing_model(tmp_path: Path) -> None:
+    config = tmp_path / "maskwatch.yaml"
+    config.write_text("device: t1\ndetector:\n  model: models/absent.tflite\n")
+    result = maskwatch("check-config", config)
+    assert result.returncode == EXIT_CONFIG
+    assert str(tmp_path / "models" / "absent.tflite") in result.stderr
+
+
+# -- config-schema ---------------------------------------------------------------------------
+
+
+def test_config_schema_is_json_with_properties() -> None:
+    result = maskwatch("config-schema")
+    assert result.returncode == EXIT_OK, result.stderr
+    schema = json.loads(result.stdout)
+    assert {"device", "cameras", "detector", "mqtt", "state"} <= set(schema["properties"])
+    assert schema.get("additionalProperties") is False
+
+
+# -- detect ----------------------------------------------------------------------------------
+
+
+def write_images(directory: Path) -> list[Path]:
+    """A real street frame (when ../shared is present) and generated pictures, as files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    images = []
+    if VIDEO.exists():
+        cap = cv2.VideoCapture(str(VIDEO))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 200)
+        ok, frame = cap.read()
+        cap.release()
+        assert ok, f"cannot read {VIDEO}"
+        images.append((directory / "street.jpg", frame))
+    rng = np.random.default_rng(3)
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8), (7, 7), 0)
+    cv2.circle(texture, (250, 140), 40, (120, 150, 200), -1)
+    images.append((directory / "generated.png", texture))
+    images.append((directory / "tall picture.png", np.full((400, 90, 3), 200, np.uint8)))
+    for path, image in images:
+        assert cv2.imwrite(str(path), image), path
+    return [path for path, _ in images]
+
+
+def parse_json_lines(stdout: str) -> list[dict[str, object]]:
+    """Every stdout line is one JSON object."""
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def assert_detection_sane(det: dict[str, object], width: int, height: int, floor: float) -> None:
+    """A detection record: a known label, a score in [floor, 1], a box inside the image."""
+    assert set(det) == {"label", "score", "box"}, det
+    assert det["label"] in LABELS, det
+    score = det["score"]
+    assert isinstance(score, float) and floor <= score <= 1.0, det
+    box = det["box"]
+    assert isinstance(box, list) and len(box) == 4, det
+    assert all(isinstance(v, (int, float)) for v in box), det
+    x1, y1, x2, y2 = box
+    assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height, det
+
+
+def test_detect_prints_one_json_line_per_image(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "images")
+    # Listed as a user would: absolute, relative to the working directory, with spaces.
+    listed = [str(images[0]), *[os.path.relpath(p, tmp_path) for p in images[1:]]]
+    image_list = tmp_path / "images.txt"
+    image_list.write_text("\n".join(listed) + "\n\n")
+    result = maskwatch(
+        "detect", "--json", "--image-list", image_list, "--score-threshold", "0", "--cpu",
+        cwd=tmp_path,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    records = parse_json_lines(result.stdout)
+    assert [r["image"] for r in records] == listed
+    for record, path in zip(records, images, strict=True):
+        assert set(record) == {"image", "detections"}, record
+        height, width = cv2.imread(str(path)).shape[:2]
+        detections = record["detections"]
+        assert isinstance(detections, list)
+        # With no score threshold any model proposes heads, at most max_detections of them.
+        assert 1 <= len(detections) <= 50
+        for det in detections:
+            assert_detection_sane(det, width, height, floor=0.0)
+
+
+def test_detect_with_the_default_threshold(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "images")
+    image_list = tmp_path / "images.txt"
+    image_list.write_text("\n".join(map(str, images)))
+    result = maskwatch("detect", "--json", "--image-list", image_list)
+    assert result.returncode == EXIT_OK, result.stderr
+    records = parse_json_lines(result.stdout)
+    assert len(records) == len(images)
+    for record, path in zip(records, images, strict=True):
+        height, width = cv2.imread(str(path)).shape[:2]
+        for det in record["detections"]:  # type: ignore[union-attr]
+            assert_detection_sane(det, width, height, floor=0.35)
+
+
+def test_detect_reports_unreadable_images_and_goes_on(tmp_path: Path) -> None:
+    good = write_images(tmp_path / "images")[-1]
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 800, np.uint8).tobytes())
+    image_list = tmp_path / "images.txt"
+    image_list.write_text(f"{garbage}\n{good}\n")
+    result = maskwatch("detect", "--json", "--image-list", image_list)
+    assert result.returncode == EXIT_DATA, result.stderr
+    bad_record, good_record = parse_json_lines(result.stdout)
+    assert bad_record == {"image": str(garbage), "detections": [], "error": "not a readable image"}
+    assert "error" not in good_record
+    assert error_lines(result.stderr) == [f"{garbage}: not a readable image"]
+
+
+def test_detect_reports_missing_images_as_missing_input(tmp_path: Path) -> None:
+    good = write_images(tmp_path / "images")[-1]
+    absent = tmp_path / "absent.png"
+    image_list = tmp_path / "images.txt"
+    image_list.write_text(f"{good}\n{absent}\n{tmp_path}\n")
+    result = maskwatch("detect", "--json", "--image-list", image_list)
+    assert result.returncode == EXIT_NO_INPUT, result.stderr
+    records = parse_json_lines(result.stdout)
+    assert [r["image"] for r in records] == [str(good), str(absent), str(tmp_path)]
+    assert records[1]["error"] == "No such file or directory"
+    assert records[2]["error"] == "Is a directory"
+    assert error_lines(result.stderr) == [
+        f"{absent}: No such file or directory",
+        f"{tmp_path}: Is a directory",
+    ]
+
+
+def test_detect_with_a_missing_image_list(tmp_path: Path) -> None:
+    absent = tmp_path / "absent.txt"
+    result = maskwatch("detect", "--json", "--image-list", absent)
+    assert result.returncode == EXIT_NO_INPUT
+    assert result.stdout == ""
+    assert error_lines(result.stderr) == [f"{absent}: No such file or directory"]
+
+
+def test_detect_model_option_runs_on_the_cpu(tmp_path: Path) -> None:
+    # The config asks for the Edge TPU (which fails loudly here); --model means that model,
+    # on the CPU, with no Edge TPU build beside it.
+    config = tmp_path / "maskwatch.yaml"
+    config.write_text("device: t1\ndetector:\n  accelerator: edgetpu\n")
+    image_list = tmp_path / "images.txt"
+    image_list.write_text(f"{write_images(tmp_path / 'images')[-1]}\n")
+    model = REPO / "models" / "head_detector_int8.tflite"
+    with_tpu = maskwatch("detect", "--json", "--image-list", image_list, "--config", config)
+    assert with_tpu.returncode == EXIT_SOFTWARE, with_tpu.stderr
+    assert "accelerator is edgetpu" in with_tpu.stderr
+    result = maskwatch(
+        "detect", "--json", "--image-list", image_list, "--config", config, "--model", model
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    assert len(parse_json_lines(result.stdout)) == 1
+
+
+def test_detect_with_an_unusable_model(tmp_path: Path) -> None:
+    model = tmp_path / "corrupt.tflite"
+    model.write_bytes(b"\x00not a flatbuffer" * 64)
+    (tmp_path / "labels.txt").write_text("\n".join(LABELS) + "\n")
+    image_list = tmp_path / "images.txt"
+    image_list.write_text(f"{write_images(tmp_path / 'images')[-1]}\n")
+    result = maskwatch("detect", "--json", "--image-list", image_list, "--model", model)
+    assert result.returncode == EXIT_SOFTWARE
+    assert result.stdout == ""
+    (message,) = error_lines(result.stderr)
+    assert message.startswith(f"{model}: not a usable TFLite model"), message
+
+
+# -- track -----------------------------------------------------------------------------------
+
+
+def write_mot_detections(path: Path, frames: int = 12) -> None:
+    """Two people walking towards each other, far apart, one detection each per frame."""
+    rows = []
+    for f in range(1, frames + 1):
+        rows.append(f"{f},-1,{100 + 5 * f},50,40,80,0.9,-1,-1,-1")
+        rows.append(f"{f},-1,{500 - 5 * f},60,42,84,0.8,-1,-1,-1")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_track_prints_mot_rows(tmp_path: Path) -> None:
+    det = tmp_path / "det.txt"
+    write_mot_detections(det, frames=12)
+    result = maskwatch("track", "--mot", det, "--fps", "10")
+    assert result.returncode == EXIT_OK, result.stderr
+    rows = [line.split(",") for line in result.stdout.splitlines()]
+    assert rows, "no MOT rows"
+    for row in rows:
+        assert len(row) == 10, row
+        assert int(row[0]) in range(1, 13) and int(row[1]) >= 1, row
+        x, y, w, h = map(float, row[2:6])
+        assert w > 0 and h > 0 and x >= 0 and y >= 0, row
+        assert row[6:] == ["1", "-1", "-1", "-1"], row
+    ids = {int(row[1]) for row in rows}
+    assert len(ids) == 2, f"two clean, separate tracks should give two people: {ids}"
+    frames = [int(row[0]) for row in rows]
+    assert frames == sorted(frames)
+
+
+def test_track_reports_a_bad_row_with_file_and_line(tmp_path: Path) -> None:
+    det = tmp_path / "det.txt"
+    det.write_text("1,-1,10,10,20,20,0.9,-1,-1,-1\n2,-1,ten,10,20,20,0.9,-1,-1,-1\n")
+    result = maskwatch("track", "--mot", det, "--fps", "10")
+    assert result.returncode == EXIT_DATA
+    (message,) = error_lines(result.stderr)
+    assert message.startswith(f"{det}:2: field 'x'"), message
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_track_with_an_unreadable_file(kind: str, tmp_path: Path) -> None:
+    det = tmp_path / "absent.txt" if kind == "missing" else tmp_path
+    result = maskwatch("track", "--mot", det, "--fps", "10")
+    assert result.returncode == EXIT_NO_INPUT
+    (message,) = error_lines(result.stderr)
+    assert message.startswith(f"{det}: "), message
+
+
+def test_unknown_subcommand_is_a_usage_error() -> None:
+    result = maskwatch("frobnicate")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
