@@ -201,7 +201,7 @@ def make_clip(path: Path, frames: int, size: tuple[int, int] = GENERATED_SIZE,
     Used when ../shared is absent, and by the tests. Deterministic for a given frame count.
     """
     width, height = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise BenchError(f"{path}: cannot write a MJPG video with this OpenCV build", EXIT_SOFTWARE)
     rng = np.random.default_rng(0)
@@ -274,6 +274,7 @@ class StageClock:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            """Call fn and charge the time it took, even when it raises."""
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
@@ -615,6 +616,7 @@ def run_bench(video: Path | None, frames: int, runtime: str = "auto",
         closed = [False]
 
         def close_reporting() -> None:
+            """On an error before the pipeline closed it: stop the publisher, close the DB."""
             if not closed[0]:
                 reporting.close(0.0)
 
@@ -645,8 +647,10 @@ def run_bench(video: Path | None, frames: int, runtime: str = "auto",
             "first_frame_s": round(t4 - t3, 4),
         }
         ready_s = sum(v for v in ready.values() if v is not None)
-        # The first inference also packs weights for the CPU kernels: the first result comes
-        # this much after ready.
+        if entry_age_s is None:
+            note.append("no /proc: ready_s leaves out Python start-up and imports")
+        # A first inference may do one-off work (kernel set-up, weight packing): the first
+        # result comes this much after ready.
         t5 = time.perf_counter()
         detector.detect(first.image)
         first_detect_s = time.perf_counter() - t5
@@ -675,7 +679,8 @@ def run_bench(video: Path | None, frames: int, runtime: str = "auto",
         "frames": run.frames,
         "model": str(detector.model_path),
         "runtime": detector.runtime,
-        "runtime_version": package_version(RUNTIME_PACKAGES.get(detector.runtime, "")),
+        "runtime_version": (package_version(RUNTIME_PACKAGES[detector.runtime])
+                            if detector.runtime in RUNTIME_PACKAGES else None),
         "accelerator": detector.accelerator,
         "threads": config.detector.threads,
         "raw_fps": round(raw_fps, 3),
