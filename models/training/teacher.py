@@ -3,15 +3,19 @@
 MoveNet (single pose) gives 17 COCO keypoints with scores. The clips come from fixed cameras, so
 people are found as foreground blobs against the clip's median background, plus a sliding-window
 scan every few frames for people who sit or stand still (they are part of the median), plus the
-people found on the previous labelled frame. MoveNet runs on a padded square crop around each
+people found on the previous labelled frames. MoveNet runs on a padded square crop around each
 candidate, once more on a crop centred on the pose it found, and duplicates are merged.
 
-The rule (`head_from_keypoints`): the left/right order of the shoulders (and ears) tells which way
-a person faces. Facing away with no confident face keypoints: `face_not_visible`. Facing the
-camera with a confident nose and both eyes: `front_without_mask` (nobody in the shared clips
-wears a mask). Anything in between (profiles, doubt, heads cut by the frame border, heads under
-MIN_HEAD px) becomes an `ignore` region, so the trainer never learns that head as background.
-Foreground blobs the size of a person that no pose explains get an ignore region too.
+The rule (`head_from_keypoints`): the left/right order of the shoulders tells which way a person
+faces (MoveNet puts a confident nose and eyes on the back of a head, so the face keypoints alone
+cannot). Shoulders far enough apart for the torso length and in "back" order:
+`face_not_visible`; in "front" order with a confident nose and both eyes: `front_without_mask`
+(nobody in the shared clips wears a mask). Anything in between (profiles, doubt, heads cut by the
+frame border, persons whose shoulders leave the frame, heads under MIN_HEAD px) becomes an
+`ignore` region, so the trainer never learns that head as background. Parts of foreground blobs
+the size of a person that no pose explains get an ignore region over their top too.
+
+Contact sheets (`--sheet`) hold frames of the footage: write them outside the repository.
 
     python -m models.training.teacher --clip ../shared/videos/X.mp4 --out labels.json \
         --sheet /tmp/sheet.png
@@ -40,6 +44,7 @@ MAX_HEAD = 0.3  # fraction of the frame height: taller heads are misread poses
 MIN_EMPTY = 5  # empty sampled frames needed to build the background from them alone
 IGNORE_GROWTH = 1.4  # ignore regions from doubtful poses are widened, the box being unsure too
 BLOB_MIN_AREA = 0.004  # fraction of the frame: smaller foreground blobs are noise
+TRACK_PATIENCE = 3  # labelled frames a lost person keeps an ignore region (and a seed crop)
 SCAN_EVERY = 5  # labelled frames between sliding-window scans
 SCAN_SIZES = (0.9, 0.55, 0.35)  # window sides as fractions of the frame height
 
@@ -85,11 +90,14 @@ def head_box(kp: np.ndarray) -> tuple[float, float, float, float] | None:
         widths.append(1.2 * _dist(kp, L_EAR, R_EAR))
     if ok[L_EYE] and ok[R_EYE]:
         widths.append(2.2 * _dist(kp, L_EYE, R_EYE))
+    torso = torso_length(kp)
+    if torso:  # a third of the torso: what is left when the body and head turn side-on
+        widths.append(0.33 * torso)
     if not widths:
         return None
     w = max(widths)
-    if shoulder_w:  # one misplaced ear must not blow the box up
-        w = min(w, 0.6 * shoulder_w)
+    if shoulder_w or torso:  # one misplaced ear must not blow the box up
+        w = min(w, 0.6 * max(shoulder_w, torso))
     h = 1.2 * w
     ears = [i for i in (L_EAR, R_EAR) if ok[i]]
     # From behind, MoveNet's eyes and nose are guesses on the hair: place the head by the ears.
@@ -109,21 +117,35 @@ def head_box(kp: np.ndarray) -> tuple[float, float, float, float] | None:
     return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
 
 
+def torso_length(kp: np.ndarray) -> float:
+    """Shoulder-midpoint to hip-midpoint distance in pixels, 0 when hips or shoulders are unsure.
+
+    It shrinks little when a person turns, unlike the shoulder width.
+    """
+    if (kp[[L_SH, R_SH, L_HIP, R_HIP], 2] <= CONFIDENT).any():
+        return 0.0
+    mid_sh = (kp[L_SH, :2] + kp[R_SH, :2]) / 2
+    mid_hip = (kp[L_HIP, :2] + kp[R_HIP, :2]) / 2
+    return float(np.hypot(*(mid_sh - mid_hip)))
+
+
 def facing(kp: np.ndarray) -> float:
     """+1 facing the camera, -1 facing away, near 0 side-on, unknown or contradictory.
 
-    Seen from the front a person's left shoulder and ear are on the image's right; from behind,
-    on the image's left. Each pair votes its x offset normalised by its distance; shoulders and
-    ears that disagree cancel to 0 (MoveNet mixes sides up on profiles).
+    Seen from the front a person's left shoulder is on the image's right; from behind, on the
+    image's left. The shoulders' x offset is divided by the torso length where the hips are
+    seen (front and back views measured 0.6-0.9 of it, side-on 0.25-0.45 on the one-by-one
+    clip), else by the shoulder distance. Ears in the opposite order to the shoulders make it 0
+    (MoveNet mixes sides up on profiles).
     """
     s = kp[:, 2]
-    votes = []
-    for left, right in ((L_SH, R_SH), (L_EAR, R_EAR)):
-        if s[left] > CONFIDENT and s[right] > CONFIDENT:
-            votes.append((kp[left, 0] - kp[right, 0]) / max(_dist(kp, left, right), 1.0))
-    if not votes or (len(votes) == 2 and votes[0] * votes[1] < 0):
+    if s[L_SH] <= CONFIDENT or s[R_SH] <= CONFIDENT:
         return 0.0
-    return float(np.mean(votes))
+    dx = float(kp[L_SH, 0] - kp[R_SH, 0])
+    vote = dx / max(_dist(kp, L_SH, R_SH), torso_length(kp), 1.0)
+    if s[L_EAR] > CONFIDENT and s[R_EAR] > CONFIDENT and (kp[L_EAR, 0] - kp[R_EAR, 0]) * dx < 0:
+        return 0.0
+    return vote
 
 
 def head_from_keypoints(kp: np.ndarray, width: int, height: int) -> HeadLabel | None:
@@ -148,8 +170,7 @@ def head_from_keypoints(kp: np.ndarray, width: int, height: int) -> HeadLabel | 
     # camera, seen from above): the box cannot be trusted.
     margin = 0.01 * max(width, height)
     shoulders_out = any(
-        s[i] > CONFIDENT
-        and not (margin < kp[i, 0] < width - margin and kp[i, 1] < height - margin)
+        s[i] > CONFIDENT and not (margin < kp[i, 0] < width - margin and kp[i, 1] < height - margin)
         for i in (L_SH, R_SH)
     )
     cut = inside < 0.9 * (x2 - x1) * (y2 - y1) or shoulders_out or shoulders == 0
@@ -309,16 +330,20 @@ def person_columns(kp: np.ndarray) -> tuple[float, float, float, float]:
     return (float(xs.min() - pad), float(top), float(xs.max() + pad), float(ys.max()))
 
 
-def unexplained_tops(blob: Blob, poses: list[np.ndarray], frame_h: int) -> list[HeadLabel]:
+def unexplained_tops(
+    blob: Blob, poses: list[np.ndarray], frame_w: int, frame_h: int
+) -> list[HeadLabel]:
     """Ignore regions on the tops of the parts of a blob that no pose accounts for.
 
     A blob can hold several people (they merge when they overlap); the columns a found person
     covers are explained, and any person-sized rest gets an ignore region over its top, where
     a head would be. The teacher cannot read everyone (a woman cut by the bottom border on the
-    store-aisle clip), and such a head must not become background.
+    store-aisle clip), and such a head must not become background. A blob on the frame's
+    border counts whatever its height: a person walking in shows a sliver of hair first.
     """
     x1, y1, x2, y2 = blob.box
-    free = blob.mask.any(axis=0)
+    on_border = x1 <= 1 or y1 <= 1 or x2 >= frame_w - 1 or y2 >= frame_h - 1
+    free: np.ndarray = np.asarray(blob.mask.any(axis=0))
     for kp in poses:
         if (kp[:, 2] > CONFIDENT).sum() < 2:
             continue
@@ -337,7 +362,8 @@ def unexplained_tops(blob: Blob, poses: list[np.ndarray], frame_h: int) -> list[
         end = col
         while end < len(free) and free[end]:
             end += 1
-        if end - col >= min_w and heights[col:end].max() >= 0.15 * frame_h:
+        tall = heights[col:end].max() >= 0.15 * frame_h
+        if end - col >= min_w and (tall or on_border):
             rows = np.nonzero(blob.mask[:, col:end].any(axis=1))[0]
             top, bottom = y1 + int(rows[0]), y1 + int(rows[-1]) + 1
             band = min(1.2 * (end - col), 0.5 * (bottom - top))
@@ -360,7 +386,7 @@ def scan_windows(width: int, height: int) -> list[tuple[float, float, float]]:
     return out
 
 
-def pose_extent(kp: np.ndarray) -> tuple[float, float, float, float] | None:
+def pose_extent(kp: np.ndarray) -> tuple[float, float, float] | None:
     """(cx, cy, side) of a square crop around the confident keypoints, padded; None if too few."""
     ok = kp[:, 2] > CONFIDENT
     if ok.sum() < 3:
@@ -403,14 +429,6 @@ def same_person(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(gap < 0.6 * max(ba[2] - ba[0], bb[2] - bb[0]))
 
 
-@dataclass
-class _Found:
-    """Poses found on one frame, and the seed crops that hinted at a person but gave none."""
-
-    poses: list[np.ndarray]
-    weak: list[tuple[float, float, float]]
-
-
 class _PoseFinder:
     """MoveNet on seed crops, re-centred on the pose found, one pose per distinct person."""
 
@@ -418,7 +436,6 @@ class _PoseFinder:
         """Start on one frame."""
         self.net, self.bgr = net, bgr
         self.poses: list[tuple[float, np.ndarray]] = []
-        self.runs = 0
 
     def covered(self, cx: float, cy: float) -> bool:
         """Whether (cx, cy) lies in the crop of a person already found."""
@@ -428,28 +445,25 @@ class _PoseFinder:
                 return True
         return False
 
-    def seed(self, cx: float, cy: float, side: float) -> np.ndarray:
-        """Look for a person in one crop; returns the first-pass keypoints."""
+    def seed(self, cx: float, cy: float, side: float) -> None:
+        """Look for a person in the square crop of this side centred on (cx, cy)."""
         kp = self.net.on_crop(self.bgr, cx, cy, side)
-        self.runs += 1
         ext = pose_extent(kp)
         if ext is None:
-            return kp
+            return
         # Second pass on a crop that fits this person: MoveNet is far surer on a snug crop.
         kp2 = self.net.on_crop(self.bgr, *ext)
-        self.runs += 1
         hb = head_box(kp2)
         # A head a third of the frame high is two people read as one (store-aisle).
         if not is_person(kp2) or hb is None or hb[3] - hb[1] > MAX_HEAD * self.bgr.shape[0]:
-            return kp
+            return
         q = pose_quality(kp2)
         for i, (q_old, old) in enumerate(self.poses):
             if same_person(kp2, old):
                 if q > q_old:
                     self.poses[i] = (q, kp2)
-                return kp
+                return
         self.poses.append((q, kp2))
-        return kp
 
     def result(self) -> list[np.ndarray]:
         """The distinct poses, best first."""
@@ -460,7 +474,12 @@ def _grow(head: HeadLabel, factor: float, width: int, height: int) -> HeadLabel:
     """The head with its box scaled about its centre, clipped to the frame."""
     x1, y1, x2, y2 = head.box
     cx, cy, hw, hh = (x1 + x2) / 2, (y1 + y2) / 2, factor * (x2 - x1) / 2, factor * (y2 - y1) / 2
-    box = (max(0.0, cx - hw), max(0.0, cy - hh), min(float(width), cx + hw), min(float(height), cy + hh))
+    box = (
+        max(0.0, cx - hw),
+        max(0.0, cy - hh),
+        min(float(width), cx + hw),
+        min(float(height), cy + hh),
+    )
     return HeadLabel(box, head.label)
 
 
@@ -475,18 +494,39 @@ def _overlaps(box: tuple[float, ...], others: list[HeadLabel]) -> bool:
     return False
 
 
+def nearby(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether pose b could be pose a a few frames later: heads within 3 head widths.
+
+    People walking across the one-by-one clip move more than a head width between labelled
+    frames, so same_person is too strict to tell "moved" from "lost".
+    """
+    ba, bb = head_box(a), head_box(b)
+    if ba is None or bb is None:
+        return False
+    gap = np.hypot((ba[0] + ba[2] - bb[0] - bb[2]) / 2, (ba[1] + ba[3] - bb[1] - bb[3]) / 2)
+    return bool(gap < 3 * max(ba[2] - ba[0], bb[2] - bb[0]))
+
+
+@dataclass
+class Track:
+    """A person found on an earlier labelled frame: their pose and how many frames since."""
+
+    pose: np.ndarray
+    missed: int = 0
+
+
 def label_frame(
     net: MoveNet,
     bgr: np.ndarray,
     background: np.ndarray,
-    previous: list[np.ndarray],
+    tracks: list[Track],
     scan: bool,
-) -> tuple[list[HeadLabel], list[np.ndarray]]:
-    """Heads on one frame, and the poses found (seeds for the next labelled frame)."""
+) -> tuple[list[HeadLabel], list[Track]]:
+    """Heads on one frame, and the people to look for on the next labelled frame."""
     height, width = bgr.shape[:2]
     finder = _PoseFinder(net, bgr)
-    for kp in previous:
-        if (ext := pose_extent(kp)) is not None:
+    for track in tracks:
+        if (ext := pose_extent(track.pose)) is not None:
             finder.seed(*ext)
     blobs = foreground_blobs(bgr, background)
     for blob in blobs:
@@ -500,10 +540,21 @@ def label_frame(
     heads = [h for kp in poses if (h := head_from_keypoints(kp, width, height)) is not None]
     labelled = [h for h in heads if h.label != "ignore"]
     doubtful = [_grow(h, IGNORE_GROWTH, width, height) for h in heads if h.label == "ignore"]
+    # Someone found just before and not now has probably not gone (the classroom's seated
+    # people drop out for a frame when they turn their head): an ignore region where they were.
+    lost = [t for t in tracks if not any(nearby(t.pose, kp) for kp in poses)]
+    for track in lost:
+        if (box := head_box(track.pose)) is not None:
+            doubtful.append(_grow(HeadLabel(box, "ignore"), IGNORE_GROWTH, width, height))
     heads = labelled + [h for h in doubtful if not _overlaps(h.box, labelled)]
     for blob in blobs:
-        heads += [h for h in unexplained_tops(blob, poses, height) if not _overlaps(h.box, labelled)]
-    return heads, poses
+        heads += [
+            h
+            for h in unexplained_tops(blob, poses, width, height)
+            if not _overlaps(h.box, labelled)
+        ]
+    kept = [Track(t.pose, t.missed + 1) for t in lost if t.missed + 1 < TRACK_PATIENCE]
+    return heads, [Track(kp) for kp in poses] + kept
 
 
 def label_clip(path: Path, every_n: int = 3) -> list[FrameLabels]:
@@ -512,6 +563,8 @@ def label_clip(path: Path, every_n: int = 3) -> list[FrameLabels]:
     Every such frame is returned, with an empty head list where nobody is there.
     """
     path = Path(path)
+    if every_n < 1:
+        raise ValueError(f"every_n must be >= 1, got {every_n}")
     net = MoveNet(shared_dir_of(path) / MOVENET)
     frames = read_frames(path)
     if not frames:
@@ -519,9 +572,9 @@ def label_clip(path: Path, every_n: int = 3) -> list[FrameLabels]:
     background = median_background(frames, net)
     height, width = frames[0].shape[:2]
     out: list[FrameLabels] = []
-    previous: list[np.ndarray] = []
+    tracks: list[Track] = []
     for n, index in enumerate(range(0, len(frames), every_n)):
-        heads, previous = label_frame(net, frames[index], background, previous, n % SCAN_EVERY == 0)
+        heads, tracks = label_frame(net, frames[index], background, tracks, n % SCAN_EVERY == 0)
         out.append(FrameLabels(path.name, index, width, height, heads))
     return out
 
@@ -542,26 +595,41 @@ def load_labels(path: Path) -> list[FrameLabels]:
     out = []
     for i, fl in enumerate(raw):
         try:
-            heads = [HeadLabel(tuple(float(v) for v in h["box"]), str(h["label"])) for h in fl["heads"]]
-            bad = [h.label for h in heads if h.label not in LABEL_NAMES or len(h.box) != 4]
-            if bad:
-                raise ValueError(f"bad head {bad[0]!r}")
+            heads = []
+            for h in fl["heads"]:
+                x1, y1, x2, y2 = (float(v) for v in h["box"])
+                if h["label"] not in LABEL_NAMES:
+                    raise ValueError(f"bad head label {h['label']!r}")
+                heads.append(HeadLabel((x1, y1, x2, y2), str(h["label"])))
             out.append(
-                FrameLabels(str(fl["clip"]), int(fl["frame_index"]), int(fl["width"]), int(fl["height"]), heads)
+                FrameLabels(
+                    str(fl["clip"]),
+                    int(fl["frame_index"]),
+                    int(fl["width"]),
+                    int(fl["height"]),
+                    heads,
+                )
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{path}: entry {i}: {e}") from e
     return out
 
 
-COLOURS = {"front_without_mask": (0, 0, 255), "face_not_visible": (255, 128, 0), "ignore": (0, 255, 255)}
+COLOURS = {
+    "front_without_mask": (0, 0, 255),
+    "face_not_visible": (255, 128, 0),
+    "ignore": (0, 255, 255),
+}
 
 
-def contact_sheet(path: Path, labels: list[FrameLabels], out: Path, n: int = 24, cols: int = 6) -> None:
+def contact_sheet(
+    path: Path, labels: list[FrameLabels], out: Path, n: int = 24, cols: int = 6
+) -> None:
     """A grid of labelled frames for a person to check the rule, written as PNG.
 
-    Red front_without_mask, blue face_not_visible, yellow ignore. Frames with heads come first
-    in the sample. The sheet holds frames of the clip: write it outside the repository.
+    Red front_without_mask, blue face_not_visible, yellow ignore; n frames spread over those
+    with heads (all frames if none has). The sheet holds frames of the clip: write it outside
+    the repository.
     """
     with_heads = [fl for fl in labels if fl.heads] or labels
     spread = sorted({int(i) for i in np.linspace(0, len(with_heads) - 1, n)})
@@ -593,11 +661,14 @@ def count_labels(labels: list[FrameLabels]) -> dict[str, int]:
 
 
 def main() -> None:
-    """Label one clip, print the label counts; write JSON and optionally a contact sheet."""
+    """Label one clip, print the label counts; write JSON and optionally a contact sheet.
+
+    Exit codes: 0 done, 2 bad arguments (argparse), 66 the clip does not exist.
+    """
     ap = argparse.ArgumentParser(description="Label heads on a fixed-camera clip with MoveNet.")
     ap.add_argument("--clip", type=Path, required=True, help="video or GIF inside ../shared/videos")
     ap.add_argument("--every-n", type=int, default=3, help="label every n-th frame")
-    ap.add_argument("--out", type=Path, help="labels JSON to write")
+    ap.add_argument("--out", type=Path, required=True, help="labels JSON to write")
     ap.add_argument("--sheet", type=Path, help="contact sheet PNG to write (outside the repo)")
     args = ap.parse_args()
     if not args.clip.is_file():
@@ -607,8 +678,7 @@ def main() -> None:
     labels = label_clip(args.clip, args.every_n)
     seconds = time.perf_counter() - t0
     print(f"{args.clip.name}: {len(labels)} frames, {count_labels(labels)}, {seconds:.1f} s")
-    if args.out:
-        save_labels(labels, args.out)
+    save_labels(labels, args.out)
     if args.sheet:
         contact_sheet(args.clip, labels, args.sheet)
 
