@@ -26,6 +26,7 @@ from models.training.evaluate import (
     PRED_LABELS,
     Aizoo,
     Dets,
+    HeadTally,
     MobileDet,
     OurModel,
     aizoo_anchors,
@@ -136,6 +137,19 @@ def test_reading_uses_the_mask_vote_probability() -> None:
     assert reading(d, np.array(FAR, np.float32)) == ("missed", None)
     d.p_mask[0] = 0.3
     assert reading(d, np.array(A, np.float32)) == ("other", 0)
+
+
+def test_head_tally_on_teacher_label_names() -> None:
+    """Teacher heads carry LABELS names; a loose box (IoU >= 0.3) of the same label is right."""
+    loose = [0, 0, 10, 18]  # IoU with A 0.56
+    everything = dets([loose, B, C], [NO_MASK, NOT_VISIBLE, MASK], [0.8, 0.2, 0.9])
+    kept = everything.above(0.35)
+    t = HeadTally()
+    t.add("front_without_mask", (0.0, 0.0, 10.0, 10.0), everything, kept)
+    t.add("face_not_visible", (20.0, 0.0, 30.0, 10.0), everything, kept)  # its box scores 0.2
+    t.add("face_not_visible", (40.0, 0.0, 50.0, 10.0), everything, kept)  # read as mask
+    assert (t.heads, t.located, t.found, t.right) == (3, 3, 2, 1)
+    assert t.best_label == {"no_mask": 1, "mask": 1}
 
 
 def test_aizoo_anchor_layout() -> None:

@@ -40,6 +40,7 @@ import numpy as np
 from edge.anchors import iou_matrix
 from edge.config.detector import DetectorConfig
 from edge.detect import Detector, ModelError
+from edge.detection import LABELS
 from edge.postprocess import nms
 from models.training.data import IGNORE, Sample, face_mask_split
 from models.training.metrics import ImageResult, average_precision
@@ -49,6 +50,7 @@ EXIT_NO_INPUT = 66
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODEL = HERE.parent / "head_detector_int8.tflite"
 BEARDED_FILE = HERE / "bearded_val.json"
+TEACHER_FILE = HERE / "teacher.py"
 
 # What any model's box may say, in one label space: ours uses the first three (LABELS order),
 # MobileDet the first two and poor_mask. Classes 0 and 1 match face-mask-853's label indices.
@@ -472,44 +474,67 @@ def read_frames(clip: Path, indices: set[int]) -> Iterator[tuple[int, np.ndarray
 
 
 @dataclass
+class HeadTally:
+    """The teacher's heads of one label on one clip, and how many our model found."""
+
+    heads: int = 0
+    located: int = 0  # a box of any label at any score >= AP_SCORE_THRESHOLD
+    found: int = 0  # a box of any label at the operating threshold
+    right: int = 0  # ... carrying the teacher's label
+    best_label: dict[str, int] = field(default_factory=dict)  # label of the best-IoU found box
+
+    def add(
+        self, label: str, box: tuple[float, float, float, float], everything: Dets, operating: Dets
+    ) -> None:
+        """Count one teacher head (label a LABELS name) against all boxes and those kept."""
+        self.heads += 1
+        self.located += int(len(hits_of(box, everything)[0]) > 0)
+        hits, ious = hits_of(box, operating)
+        if len(hits) == 0:
+            return
+        self.found += 1
+        # Teacher labels are the detector's LABELS names, whose indices PRED_LABELS shares.
+        self.right += int(LABELS.index(label) in operating.labels[hits])
+        best = PRED_LABELS[int(operating.labels[hits[np.argmax(ious[hits])]])]
+        self.best_label[best] = self.best_label.get(best, 0) + 1
+
+
+@dataclass
 class ClipRecall:
     """Teacher heads of one clip and what our model made of them at its operating threshold."""
 
     clip: str
     role: str
     frames: int
-    # teacher label -> [heads, any-label recalled, same-label recalled, {pred label: n}]
-    by_label: dict[str, list] = field(default_factory=dict)
+    with_heads: int  # frames on which the teacher found at least one head
+    by_label: dict[str, HeadTally] = field(default_factory=dict)
     ignored_heads: int = 0
     mask_boxes: int = 0  # boxes labelled mask: nobody in these clips wears one
+
+
+def hits_of(box: tuple[float, float, float, float], d: Dets) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the boxes with IoU >= CLIP_IOU with a teacher head, and all IoUs."""
+    if len(d.boxes) == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    ious = iou_matrix(np.array([box], np.float64), d.boxes.astype(np.float64))[0]
+    return np.flatnonzero(ious >= CLIP_IOU), ious
 
 
 def clip_recall(model: OurModel, clip: Path, role: str) -> ClipRecall:
     """Recall of the teacher's heads: a head is found by a box with IoU >= CLIP_IOU."""
     labels: list[FrameLabels] = label_clip(clip, every_n=CLIP_EVERY_N)
     by_frame = {fl.frame_index: fl for fl in labels}
-    out = ClipRecall(clip.name, role, len(labels))
+    out = ClipRecall(clip.name, role, len(labels), sum(1 for fl in labels if fl.heads))
     for index, bgr in read_frames(clip, set(by_frame)):
-        d = model.detect(bgr).above(model.operating_threshold)
+        everything = model.detect(bgr)
+        d = everything.above(model.operating_threshold)
         out.mask_boxes += int((d.labels == MASK).sum())
         for head in by_frame[index].heads:
             if head.label == "ignore":
                 out.ignored_heads += 1
                 continue
-            row = out.by_label.setdefault(head.label, [0, 0, 0, {}])
-            row[0] += 1
-            if len(d.boxes) == 0:
-                continue
-            ious = iou_matrix(np.array([head.box], np.float64), d.boxes.astype(np.float64))[0]
-            hits = np.flatnonzero(ious >= CLIP_IOU)
-            if len(hits) == 0:
-                continue
-            row[1] += 1
-            names = {PRED_LABELS[int(d.labels[k])] for k in hits}
-            if head.label in names:
-                row[2] += 1
-            best = PRED_LABELS[int(d.labels[hits[np.argmax(ious[hits])]])]
-            row[3][best] = row[3].get(best, 0) + 1
+            tally = out.by_label.setdefault(head.label, HeadTally())
+            tally.add(head.label, head.box, everything, d)
     return out
 
 
@@ -650,7 +675,12 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
         f"Boxes down to score {AP_SCORE_THRESHOLD}; each box counts for its best label "
         "(ours: argmax of the three heads, so face_not_visible boxes count for neither class; "
         "MobileDet's poor_mask boxes likewise). MobileDet returns at most 10 boxes per image "
-        "(its built-in post-processing); it was probably trained on these images.",
+        "(its built-in post-processing); it was probably trained on these images."
+        + (
+            f" maskwatch's all-853 figures include its own {len(train)} training images."
+            if all_images
+            else ""
+        ),
         "",
         "## Mask / no-mask confusion on the validation faces",
         "",
@@ -758,43 +788,48 @@ def clip_section(ours: OurModel, shared: Path) -> list[str]:
     for name in HELD_OUT_CLIPS:
         if (videos / name).is_file():
             results.append(clip_recall(ours, videos / name, "held out"))
-    not_visible = sum(r.by_label.get("face_not_visible", [0])[0] for r in results)
+    not_visible = sum(
+        r.by_label["face_not_visible"].heads for r in results if "face_not_visible" in r.by_label
+    )
     added = not_visible < MIN_NOT_VISIBLE_HEADS and (videos / TRAINING_CLIP).is_file()
     if added:
         results.append(clip_recall(ours, videos / TRAINING_CLIP, "**TRAINING clip**"))
     lines = [
         "## Head recall on teacher-labelled clips (ours only)",
         "",
-        f"MoveNet teacher (models/training/teacher.py) on frames 0, {CLIP_EVERY_N}, "
-        f"{2 * CLIP_EVERY_N}, ..., one person per frame at most; its `ignore` heads are left out. "
+        f"MoveNet teacher (models/training/teacher.py, sha256 {sha_of(TEACHER_FILE)}) on frames "
+        f"0, {CLIP_EVERY_N}, {2 * CLIP_EVERY_N}, ...; its `ignore` heads are left out. "
         "A head is found when a box "
         f"at score >= {ours.operating_threshold:g} has IoU >= {CLIP_IOU} with it (any label), "
-        "and found with the right label when such a box carries the teacher's label. Nobody in "
+        "and found with the right label when such a box carries the teacher's label; "
+        f"located: such a box at any score >= {AP_SCORE_THRESHOLD}. Nobody in "
         "these clips wears a mask, so every mask box is wrong.",
         "",
-        "| clip | role | frames with a person | teacher label | heads | found (any label) | "
-        "found with that label | label of the best box | ignored heads | "
+        "| clip | role | frames (with a head) | teacher label | heads | located at any score | "
+        "found (any label) | found with that label | label of the best box | ignored heads | "
         "mask boxes on those frames |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        frames = f"{r.frames} ({r.with_heads})"
         if not r.by_label:
             lines.append(
-                f"| {r.clip} | {r.role} | {r.frames} | — | 0 | — | — | — | "
-                f"{r.ignored_heads} | {r.mask_boxes} |"
+                f"| {r.clip} | {r.role} | {frames} | — | 0 | — | — | — | — | {r.ignored_heads} | "
+                f"{r.mask_boxes} |"
             )
-        for label, (n, found, right, best) in sorted(r.by_label.items()):
-            spread = ", ".join(f"{k} {v}" for k, v in sorted(best.items())) or "—"
+        for label, t in sorted(r.by_label.items()):
+            spread = ", ".join(f"{k} {v}" for k, v in sorted(t.best_label.items())) or "—"
             lines.append(
-                f"| {r.clip} | {r.role} | {r.frames} | {label} | {n} | {pct(found, n)} | "
-                f"{pct(right, n)} | {spread} | {r.ignored_heads} | {r.mask_boxes} |"
+                f"| {r.clip} | {r.role} | {frames} | {label} | {t.heads} | "
+                f"{pct(t.located, t.heads)} | {pct(t.found, t.heads)} | "
+                f"{pct(t.right, t.heads)} | {spread} | {r.ignored_heads} | {r.mask_boxes} |"
             )
     if added:
         lines += [
             "",
             f"The held-out clips give only {not_visible} face_not_visible teacher "
             f"head(s), so {TRAINING_CLIP} is added; the model was TRAINED on its frames "
-            "(with these teacher labels): its row measures fit, not generalisation.",
+            "(teacher-labelled): its row measures fit, not generalisation.",
         ]
     return lines
 
