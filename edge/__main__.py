@@ -39,6 +39,18 @@ def _load(path: Path | None, overrides: dict[str, object] | None = None):  # typ
     return config
 
 
+def _load_or_report(path: Path | None, overrides: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+    """The config, or None after printing every error as FILE:LINE: field.path: message."""
+    from edge.config.load import ConfigError
+
+    try:
+        return _load(path, overrides)
+    except ConfigError as exc:
+        for message in exc.messages:
+            print(message, file=sys.stderr)
+        return None
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config file; print every error as FILE:LINE: field.path: message."""
     from edge.config.load import ConfigError, load_config
@@ -75,11 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.detect import ModelError
     from edge.outbox import StateError
 
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        for message in exc.messages:
-            print(message, file=sys.stderr)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     setup_logging(config.logging)
     try:
@@ -98,7 +107,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a video through the full pipeline and print the summary."""
-    from edge.config.load import ConfigError
     from edge.detect import ModelError
     from edge.replay import replay, summary_table
 
@@ -107,11 +115,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         overrides["host"] = args.mqtt_host
     if args.mqtt_port:
         overrides["port"] = args.mqtt_port
-    try:
-        config = _load(args.config, overrides)
-    except ConfigError as exc:
-        for message in exc.messages:
-            print(message, file=sys.stderr)
+    config = _load_or_report(args.config, overrides)
+    if config is None:
         return EXIT_CONFIG
     setup_logging(config.logging)
     start = None
@@ -152,14 +157,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     """
     import cv2
 
-    from edge.config.load import ConfigError
     from edge.detect import Detector, ModelError
 
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        for message in exc.messages:
-            print(message, file=sys.stderr)
+    config = _load_or_report(args.config)
+    if config is None:
         return EXIT_CONFIG
     update: dict[str, object] = {"accelerator": "cpu"} if args.cpu else {}
     if args.model is not None:
