@@ -84,7 +84,8 @@ def replay(
             index += 1
             if progress and index % 25 == 0:
                 _progress(index, n_frames, time.perf_counter() - started)
-            reporting.ledger.tick()
+            if index % max(1, round(fps)) == 0:  # once per footage second: a tick queries SQLite
+                reporting.ledger.tick()
         cap.release()
         if writer is not None:
             writer.release()

@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
-from edge.config.load import ConfigError
 from edge.config.logging import LoggingConfig
 from edge.config.mqtt import resolve_password
 from edge.config.root import Config
@@ -32,12 +31,10 @@ HOUR_CLOSE_DELAY_S = 30.0
 
 def setup_logging(config: LoggingConfig) -> None:
     """Log to stderr: journald adds time and unit itself, so the journal format omits them."""
+    handler = logging.StreamHandler(sys.stderr)
     if config.format == "journal":
-        fmt = "<%(levelno)s>%(name)s: %(message)s"
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_JournalFormatter(fmt))
+        handler.setFormatter(_JournalFormatter())
     else:
-        handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -78,10 +75,7 @@ def open_reporting(
 ) -> Reporting:
     """Open the state database and start the publisher (it connects in the background)."""
     mqtt = config.mqtt
-    try:
-        password = resolve_password(mqtt)
-    except ConfigError:
-        raise
+    password = resolve_password(mqtt)  # ConfigError propagates to the caller (exit 78)
     outbox = Outbox(
         state_dir / STATE_FILE_NAME,
         tz=config.totals.zoneinfo,

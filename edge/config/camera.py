@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
 )
 
+from edge.config.checks import cap_not_below_initial
 from edge.config.paths import relative_to_config
 
 SourceKind = Literal["v4l2", "url", "file"]
@@ -225,14 +226,7 @@ class CameraConfig(BaseModel):
             return str(relative_to_config(Path(src), info))
         return src
 
-    @field_validator("reconnect_max_s")
-    @classmethod
-    def _max_not_below_initial(cls, value: float, info: ValidationInfo) -> float:
-        """A cap below the first wait would make the backoff shrink."""
-        initial = info.data.get("reconnect_initial_s")
-        if initial is not None and value < initial:
-            raise ValueError(f"must be >= reconnect_initial_s ({initial})")
-        return value
+    _max_not_below_initial = field_validator("reconnect_max_s")(cap_not_below_initial)
 
     @property
     def source_kind(self) -> SourceKind:

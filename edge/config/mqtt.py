@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from edge.config.checks import cap_not_below_initial
 from edge.config.paths import relative_to_config
 
 DEFAULT_PASSWORD_CREDENTIAL = "mqtt_password"
@@ -179,14 +180,7 @@ class MqttConfig(BaseModel):
             raise ValueError("must not start or end with '/' or contain empty levels ('//')")
         return topic
 
-    @field_validator("reconnect_max_s")
-    @classmethod
-    def _max_not_below_initial(cls, value: float, info: ValidationInfo) -> float:
-        """A cap below the first wait would make the backoff shrink."""
-        initial = info.data.get("reconnect_initial_s")
-        if initial is not None and value < initial:
-            raise ValueError(f"must be >= reconnect_initial_s ({initial})")
-        return value
+    _max_not_below_initial = field_validator("reconnect_max_s")(cap_not_below_initial)
 
     @model_validator(mode="after")
     def _defaults_from_other_fields(self) -> MqttConfig:

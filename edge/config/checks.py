@@ -1,0 +1,13 @@
+"""Validation rules that more than one config section applies."""
+
+from __future__ import annotations
+
+from pydantic import ValidationInfo
+
+
+def cap_not_below_initial(value: float, info: ValidationInfo) -> float:
+    """reconnect_max_s must not be below reconnect_initial_s: the backoff would shrink."""
+    initial = info.data.get("reconnect_initial_s")
+    if initial is not None and value < initial:
+        raise ValueError(f"must be >= reconnect_initial_s ({initial})")
+    return value
