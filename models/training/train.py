@@ -21,7 +21,7 @@ import tensorflow as tf
 from tensorflow import keras
 
 from edge.anchors import ANCHOR_SPEC, anchors_xyxy, encode_boxes, iou_matrix, make_anchors
-from edge.detection import LABELS
+from edge.detection import FRONT_WITHOUT_MASK, LABELS
 from edge.postprocess import select_heads
 from models.training.augment import augment, letterbox
 from models.training.data import IGNORE, Sample, face_mask_split, video_samples, write_split
@@ -35,11 +35,9 @@ POS_IOU, NEG_IOU = 0.45, 0.3
 NUM_CLASSES = len(LABELS)
 # front_without_mask faces are 1 in 5 of the front faces in face-mask-853.
 LABEL_WEIGHTS = tf.constant([1.0, 3.0, 1.0])
-# Video clips the teacher labels for training; store-aisle and face-demographics stay out
-# (held out for validation). Adding classroom (56 frontal unmasked faces) in a 10-epoch
-# fine-tune raised validation no-mask AP50 0.394 -> 0.532 but the one-by-one replay then
-# counted 9 people instead of 6, so the committed model does not use it (MODEL_CARD.md).
-TRAIN_CLIPS = ("one-by-one-person-detection.mp4",)
+# Video clips the teacher may label for training (--clips picks among them); store-aisle and
+# face-demographics are never trained on: they are the held-out validation clips.
+TRAIN_CLIPS = ("one-by-one-person-detection.mp4", "classroom.gif")
 
 
 def encode_targets(
@@ -85,23 +83,63 @@ def encode_targets(
     return cls_t, cls_w, box_t, box_w
 
 
+def mosaic(
+    quarter: list[Sample], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Four samples, each augmented at half size into one quadrant of the input: heads half as
+    big as the plain view gives them, as far-away people on a street camera are.
+
+    Each quadrant keeps its own sample's background classes (a face-mask-853 photo never
+    teaches face_not_visible as background, also inside a mosaic).
+    """
+    half = SIZE // 2
+    canvas = np.zeros((SIZE, SIZE, 3), np.uint8)
+    boxes, labels = [], []
+    for q, s in enumerate(quarter):
+        ox, oy = half * (q % 2), half * (q // 2)
+        img, b, lab = augment(s.load_rgb(), s.boxes, s.labels, half, rng, IGNORE)
+        canvas[oy : oy + half, ox : ox + half] = img
+        boxes.append(b + np.array([ox, oy, ox, oy], np.float32))
+        labels.append(lab)
+    b, lab = np.concatenate(boxes), np.concatenate(labels)
+    cls_t, cls_w, box_t, box_w = encode_targets(b, lab, tuple(range(NUM_CLASSES)))
+    centres = (ANCHOR_BOXES[:, :2] + ANCHOR_BOXES[:, 2:]) / 2
+    quadrant = (centres[:, 0] >= half).astype(int) + 2 * (centres[:, 1] >= half).astype(int)
+    negative = cls_t.sum(axis=1) == 0
+    for q, s in enumerate(quarter):
+        for c in set(range(NUM_CLASSES)) - set(s.background_classes):
+            cls_w[(quadrant == q) & negative, c] = 0.0
+    return canvas, cls_t, cls_w, box_t, box_w
+
+
 def batches(
-    samples: list[Sample], batch: int, steps: int, seed: int
+    samples: list[Sample], batch: int, steps: int, seed: int, mosaic_share: float = 0.0
 ) -> queue.Queue[tuple[np.ndarray, ...] | None]:
-    """Produce augmented, encoded batches on a background thread (OpenCV releases the GIL)."""
+    """Produce augmented, encoded batches on a background thread (OpenCV releases the GIL).
+
+    A mosaic_share of the batch items are 2x2 mosaics of four samples (see mosaic()).
+    """
     out: queue.Queue[tuple[np.ndarray, ...] | None] = queue.Queue(maxsize=4)
 
     def work() -> None:
         rng = np.random.default_rng(seed)
         order = rng.permutation(len(samples))
         pos = 0
+
+        def take() -> Sample:
+            nonlocal order, pos
+            if pos >= len(order):
+                order, pos = rng.permutation(len(samples)), 0
+            pos += 1
+            return samples[order[pos - 1]]
+
         for _ in range(steps):
             items = []
             for _ in range(batch):
-                if pos >= len(order):
-                    order, pos = rng.permutation(len(samples)), 0
-                s = samples[order[pos]]
-                pos += 1
+                if rng.random() < mosaic_share:
+                    items.append(mosaic([take() for _ in range(4)], rng))
+                    continue
+                s = take()
                 img, b, lab = augment(s.load_rgb(), s.boxes, s.labels, SIZE, rng, IGNORE)
                 items.append((img, *encode_targets(b, lab, s.background_classes)))
             out.put(tuple(np.stack(col) for col in zip(*items, strict=True)))
@@ -151,6 +189,20 @@ def main() -> None:
     ap.add_argument(
         "--init", type=Path, help="start from these weights instead of ImageNet (fine-tuning)"
     )
+    ap.add_argument(
+        "--clips",
+        default=TRAIN_CLIPS[0],
+        help=f"comma-separated teacher-labelled clips to train on, among {', '.join(TRAIN_CLIPS)}",
+    )
+    ap.add_argument(
+        "--no-mask-repeat",
+        type=int,
+        default=1,
+        help="photos with an unmasked face appear this many times per epoch (the rarer class)",
+    )
+    ap.add_argument(
+        "--mosaic", type=float, default=0.0, help="share of training views that are 2x2 mosaics"
+    )
     args = ap.parse_args()
     args.run.mkdir(parents=True, exist_ok=True)
     log = (args.run / "log.txt").open("a")
@@ -164,9 +216,16 @@ def main() -> None:
     train, val = face_mask_split(args.shared / "datasets/face-mask-853")
     write_split(Path(__file__).with_name("split.json"), train, val)
     videos: list[Sample] = []
-    for clip in TRAIN_CLIPS:
+    for clip in args.clips.split(","):
+        if clip not in TRAIN_CLIPS:
+            ap.error(f"--clips: {clip} is not a training clip ({', '.join(TRAIN_CLIPS)})")
         videos += video_samples(args.shared / "videos" / clip, args.video_every_n)
-    say(f"face-mask-853 train {len(train)} val {len(val)}; video frames {len(videos)}")
+    unmasked = [s for s in train if (s.labels == FRONT_WITHOUT_MASK).any()]
+    photos = train + unmasked * (args.no_mask_repeat - 1)
+    say(
+        f"face-mask-853 train {len(train)} ({len(unmasked)} with an unmasked face, "
+        f"{len(photos)} per epoch) val {len(val)}; video frames {len(videos)} ({args.clips})"
+    )
 
     train_model, export_model, backbone = build_detector(SIZE)
     state_path = args.run / "state.json"
@@ -184,7 +243,7 @@ def main() -> None:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
 
-    steps_per_epoch = (len(train) + min(args.video_per_epoch, len(videos))) // args.batch
+    steps_per_epoch = (len(photos) + min(args.video_per_epoch, len(videos))) // args.batch
     total = steps_per_epoch * args.epochs
     warmup = steps_per_epoch
 
@@ -229,7 +288,7 @@ def main() -> None:
     for epoch in range(state["epoch"], args.epochs):
         t0 = time.time()
         picked = [videos[i] for i in rng.permutation(len(videos))[: args.video_per_epoch]]
-        q = batches(train + picked, args.batch, steps_per_epoch, seed=1000 + epoch)
+        q = batches(photos + picked, args.batch, steps_per_epoch, 1000 + epoch, args.mosaic)
         losses = []
         for k in range(steps_per_epoch):
             item = q.get()
