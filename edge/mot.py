@@ -7,10 +7,12 @@ the same code and defaults as `maskwatch run`, and writes MOTChallenge result ro
 daemon would have counted: a track that never got confirmed writes nothing.
 
 A track's rows from before its confirmation are held back and written once it is confirmed
-(the daemon, too, counts the person from its first look). Frames on which a track was not
-detected but found again later get a box interpolated between the detections either side of
-the gap; frames after a track's last detection get none. This only fills in boxes: which
-detection belongs to which person is exactly the tracker's online decision.
+(the daemon, too, counts the person from its first look). A row's box is the tracker's Kalman
+estimate, the detection smoothed by the track's past. Frames on which a track was not detected
+but found again within FILL_GAP_S seconds get a box interpolated between the detections either
+side of the gap; longer gaps and frames after a track's last detection get none. This only
+fills in boxes: which detection belongs to which person is exactly the tracker's online
+decision.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ from edge.track import Tracker
 class MotFormatError(ValueError):
     """A detection file line that is not a valid MOTChallenge detection row."""
 
+
+# Longest gap (s) between two detections of a track that is filled by interpolation. A person
+# walks about a body height in a second: past that a straight line between the two ends misses
+# the real path (and a long gap is more often a wrong re-identification), so the filled boxes
+# would mostly be false positives.
+FILL_GAP_S = 1.0
 
 # MOTChallenge columns read from a detection row, with their index.
 _FIELDS = (("frame", 0), ("x", 2), ("y", 3), ("w", 4), ("h", 5), ("score", 6))
@@ -110,6 +118,7 @@ def track_mot(
     min_score: float,
     out: TextIO,
     config: TrackerConfig | None = None,
+    fill_gap_s: float = FILL_GAP_S,
 ) -> int:
     """Track the detections of `det_path` and write confirmed tracks as MOTChallenge rows.
 
@@ -119,6 +128,7 @@ def track_mot(
         min_score: detections scoring below this are dropped before tracking.
         out: where the rows go, sorted by frame then id.
         config: tracker settings; the daemon's defaults when None.
+        fill_gap_s: longest gap (s) between two detections of a track filled by interpolation.
 
     Returns:
         The number of distinct ids written: the people counted.
@@ -141,14 +151,15 @@ def track_mot(
             held = pending.setdefault(head.track_id, _Pending())
             if head.detection is not None:
                 # The track was there all along: fill the frames it was only predicted on by
-                # interpolating between the detections before and after the gap.
-                if held.predicted and held.last is not None:
-                    f0, b0 = held.last
+                # interpolating between the detections before and after a short gap.
+                last = held.last
+                if held.predicted and last is not None and (frame - last[0]) / fps <= fill_gap_s:
+                    f0, b0 = last
                     for f in held.predicted:
                         w = (f - f0) / (frame - f0)
                         box = tuple(p + w * (q - p) for p, q in zip(b0, head.box, strict=True))
                         held.rows.append((f, box))  # type: ignore[arg-type]
-                    held.predicted.clear()
+                held.predicted.clear()
                 held.last = (frame, head.box)
                 held.rows.append((frame, head.box))
             else:

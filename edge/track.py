@@ -8,7 +8,8 @@ detector or hidden for a while (up to max_age_s) keeps their identity instead of
 counted twice. Weak detections may only extend a track seen on the previous detection frame
 (ByteTrack), and a detection lying mostly inside a live track's box starts no new track, so a
 double detection of one person is not a second person. New tracks are tentative until
-min_hits detections; one that ends tentative is never a person.
+min_hits detections; one that ends tentative is never a person. Every live track reports the
+filter's estimate of its box, steadier than the detector's own box (kept beside it).
 
 The tracker ignores the class label: a person whose label flickers between the three labels
 stays one track. Times are in seconds and distances in box heights, so the same settings work
@@ -41,6 +42,11 @@ _MIN_SIZE = 1.0
 # Columns of Tracker._state after the 4 positions and 4 velocities: the covariance terms.
 _P00, _P01, _P11 = 8, 9, 10
 _STATE = 11
+# Centre x, centre y, width, height times this matrix is x1, y1, x2, y2 (one small matmul is
+# several times cheaper than slicing and concatenating).
+_CORNERS = np.array(
+    [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [-0.5, 0.0, 0.5, 0.0], [0.0, -0.5, 0.0, 0.5]]
+)
 
 
 @dataclass(slots=True)
@@ -49,7 +55,10 @@ class TrackedHead:
 
     Attributes:
         track_id: the track's id, unique within one Tracker.
-        box: (x1, y1, x2, y2): the matched detection's box, or the Kalman prediction.
+        box: (x1, y1, x2, y2): the Kalman filter's estimate of the box on this frame, i.e.
+            the matched detection's box smoothed by the track's past, or the prediction when
+            no detection matched. Steadier than the raw detection, whose own box is in
+            `detection`.
         detection: the detection matched on this frame, None when the box is predicted.
         confirmed: whether the track has had enough detections to count as a person.
     """
@@ -291,10 +300,8 @@ class Tracker:
     # ------------------------------------------------------------------------ association
 
     def _boxes(self) -> np.ndarray:
-        """Every track's predicted box as (N, 4) x1, y1, x2, y2."""
-        pos = self._state[:, :4]
-        half = pos[:, 2:] * 0.5
-        return np.concatenate([pos[:, :2] - half, pos[:, :2] + half], axis=1)
+        """Every track's current box estimate as (N, 4) x1, y1, x2, y2."""
+        return self._state[:, :4] @ _CORNERS
 
     def _associate(
         self,
@@ -416,20 +423,9 @@ class Tracker:
         self._last_seen = self._last_seen[keep]
 
     def _heads(self) -> list[TrackedHead]:
-        """The TrackedHead of every live track on this frame."""
-        tracks = self._tracks
-        if all(t.detection is not None for t in tracks):
-            return [
-                TrackedHead(t.track_id, t.detection.box, t.detection, t.confirmed)  # type: ignore[union-attr]
-                for t in tracks
-            ]
+        """The TrackedHead of every live track on this frame, with its filtered box."""
         boxes = self._boxes().tolist()
         return [
-            TrackedHead(
-                t.track_id,
-                t.detection.box if t.detection is not None else tuple(b),  # type: ignore[arg-type]
-                t.detection,
-                t.confirmed,
-            )
-            for t, b in zip(tracks, boxes, strict=True)
+            TrackedHead(t.track_id, tuple(b), t.detection, t.confirmed)  # type: ignore[arg-type]
+            for t, b in zip(self._tracks, boxes, strict=True)
         ]

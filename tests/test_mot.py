@@ -85,6 +85,21 @@ def test_gap_rows_are_filled_between_detections(tmp_path: Path) -> None:
     assert np.allclose(gap[:, 2], 100.0 + 4 * gap[:, 0], atol=1.0)
 
 
+def test_long_gaps_are_not_filled(tmp_path: Path) -> None:
+    # 1.2 s without detection at 25 fps: longer than FILL_GAP_S, so no made-up boxes.
+    gap = range(20, 50)
+    rows = [(f, 100.0 + 2 * f, 100.0, 40.0, 100.0, 0.9) for f in range(1, 71) if f not in gap]
+    path = write_dets(tmp_path / "det.txt", rows)
+    out = io.StringIO()
+    assert track_mot(path, 25.0, 0.0, out, TrackerConfig(max_age_s=3.0)) == 1
+    frames = parse(out.getvalue())[:, 0].tolist()
+    assert frames == [f for f in range(1, 71) if f not in gap]
+    # The same gap is filled when the limit allows it.
+    out = io.StringIO()
+    track_mot(path, 25.0, 0.0, out, TrackerConfig(max_age_s=3.0), fill_gap_s=2.0)
+    assert parse(out.getvalue())[:, 0].tolist() == list(range(1, 71))
+
+
 def test_same_defaults_as_the_daemon(tmp_path: Path) -> None:
     path = write_dets(tmp_path / "det.txt", two_walkers())
     a, b = io.StringIO(), io.StringIO()

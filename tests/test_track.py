@@ -202,7 +202,23 @@ def test_heads_report_the_matched_detection() -> None:
     tracker = Tracker(TrackerConfig())
     d = det(10, 20)
     (head,) = tracker.update([d], 0.0).heads
-    assert head.detection is d and head.box == d.box
+    # A new track's estimate is its first detection.
+    assert head.detection is d and head.box == pytest.approx(d.box)
+
+
+def test_head_box_is_the_filtered_estimate_steadier_than_the_detections() -> None:
+    rng = np.random.default_rng(3)
+    tracker = Tracker(TrackerConfig())
+    raw_error, filtered_error = [], []
+    for k in range(60):  # 80 px/s to the right, boxes jittered by 5 % of their size
+        true_x = 100 + 8.0 * k
+        d = det(true_x + rng.normal(0, 2.0), 100 + rng.normal(0, 2.0))
+        (head,) = tracker.update([d], k / FPS).heads
+        assert head.detection is d
+        if k >= 10:  # once the velocity has settled
+            raw_error.append(abs(d.box[0] - true_x))
+            filtered_error.append(abs(head.box[0] - true_x))
+    assert np.mean(filtered_error) < 0.8 * np.mean(raw_error)
 
 
 def test_config_rejects_unknown_fields_and_bad_order() -> None:

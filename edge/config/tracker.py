@@ -3,8 +3,10 @@
 Distances and sizes are measured in box heights and times in seconds, so one set of values
 serves heads and whole bodies, near and far, at any frame rate and with detection on every
 n-th frame only. The defaults were chosen on MOTChallenge MOT15 (PETS09-S2L1, TUD-Campus,
-TUD-Stadtmitte) and on the same data at a third of the frame rate and with head-sized boxes;
-see `make eval-tracking`.
+TUD-Stadtmitte), on the TUD sequences at a half and a third of their frame rate, and on all three
+with 15 % of the detections dropped, boxes jittered and false alarms added; a leave-one-sequence-
+out check (choose on two sequences and their variants, score the third) picks the same values.
+See `make eval-tracking` and BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ class TrackerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     min_hits: int = Field(
-        5,
+        4,
         ge=1,
         description=(
             "Detections a new track needs before it is confirmed and counts as a person. "
             "Higher values ignore more false alarms (a reflection, a poster, a box that "
             "flickers for a few frames) but a person seen only briefly is never counted and "
             "every person's count and vote start later; lower values count people seen only "
-            "for a moment, and false alarms with them. At 5 detections per second, 5 is one "
-            "second of being seen."
+            "for a moment, and false alarms with them. At 5 detections per second, 4 is 0.8 "
+            "s of being seen; at low detection rates (a few per second) every hit is a long "
+            "time, so keep it small there."
         ),
     )
     min_track_s: float = Field(
@@ -168,9 +171,10 @@ class TrackerConfig(BaseModel):
         gt=0,
         description=(
             "Standard deviation of a detected box's centre and size, as a fraction of its "
-            "height: how much the Kalman filter trusts a single detection. Larger values give "
-            "smoother tracks that react late to turns; smaller values follow every jitter of "
-            "the detector, which makes the velocity and so the prediction noisy."
+            "height: how much the Kalman filter trusts a single detection, and so how much "
+            "the box a track reports is smoothed. Larger values give smoother tracks that react "
+            "late to turns and lag behind a person who speeds up; smaller values follow every "
+            "jitter of the detector, which makes the velocity and so the prediction noisy."
         ),
     )
     acceleration_noise: float = Field(
