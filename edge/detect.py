@@ -19,9 +19,13 @@ from edge.anchors import ANCHOR_SPEC, make_anchors
 from edge.config.detector import DetectorConfig
 from edge.detection import LABELS, Detection
 from edge.interpreter import LoadedInterpreter, load_cpu, load_edgetpu
-from edge.postprocess import select_heads
+from edge.postprocess import HeadSelector
 
 log = logging.getLogger(__name__)
+
+# How the letterbox shrinks a frame. INTER_LINEAR costs a seventh of INTER_AREA on a 768 x 576
+# frame (0.25 ms against 1.9 ms) at the same AP50; see BENCHMARKS.md, "Letterbox resize".
+DOWNSCALE_INTERPOLATION = cv2.INTER_LINEAR
 
 
 class ModelError(RuntimeError):
@@ -54,7 +58,7 @@ def letterbox_into(frame: np.ndarray, target: np.ndarray) -> float:
     h, w = frame.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    interp = DOWNSCALE_INTERPOLATION if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(frame, (nw, nh), interpolation=interp)
     cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=target[:nh, :nw])
     if nh < size:
@@ -114,8 +118,21 @@ class Detector:
         self._input_index = inp[0]["index"]
         self._scores = by_width[len(LABELS)]
         self._boxes = by_width[4]
+        self._select = HeadSelector(
+            self._scores["quantization"],
+            self._boxes["quantization"],
+            self._scores["dtype"],
+            self.anchors,
+            config.score_threshold,
+            config.nms_iou,
+            config.max_detections,
+        )
         self._lock = threading.Lock()
+        # Where the last detect() spent its time (ms), for `maskwatch bench` and the daemon's
+        # status: letterbox (with any colour conversion), invoke, and box decoding with NMS.
+        self.last_preprocess_ms = 0.0
         self.last_invoke_ms = 0.0
+        self.last_postprocess_ms = 0.0
         # perf_counter() when the running inference began, None between inferences: the
         # daemon's stuck-inference monitor reads it from another thread.
         self.invoke_started: float | None = None
@@ -162,14 +179,6 @@ class Detector:
         log.info("detector on the CPU (%s): %s", loaded.runtime, config.model)
         return loaded
 
-    def _dequantized(self, detail: dict) -> np.ndarray:
-        """An output tensor of the last invoke as float32 real values (batch dimension off)."""
-        raw = self.interpreter.get_tensor(detail["index"])[0]
-        scale, zero = detail["quantization"]
-        if scale == 0:
-            return raw.astype(np.float32)
-        return (raw.astype(np.float32) - zero) * scale
-
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """Heads in one BGR frame, boxes in the frame's pixels.
 
@@ -177,28 +186,27 @@ class Detector:
         cameras deliver them, and the daemon should keep counting rather than stop.
         Raises ValueError for anything else (other channel counts, non-uint8, empty frames).
         """
+        begin = time.perf_counter()
         frame = as_bgr(frame)
+        converted = time.perf_counter()
         with self._lock:
+            locked = time.perf_counter()
             target = self.interpreter.tensor(self._input_index)()[0]
             scale = letterbox_into(frame, target)
             del target  # the interpreter refuses to invoke while a view of its buffers lives
             start = self.invoke_started = time.perf_counter()
             self.interpreter.invoke()
-            self.last_invoke_ms = (time.perf_counter() - start) * 1000
+            invoked = time.perf_counter()
             self.invoke_started = None
-            scores = self._dequantized(self._scores)
-            deltas = self._dequantized(self._boxes)
-        boxes, labels, class_scores = select_heads(
-            scores,
-            deltas,
-            self.anchors,
-            self.config.score_threshold,
-            self.config.nms_iou,
-            self.config.max_detections,
-        )
-        h, w = frame.shape[:2]
-        boxes = np.clip(boxes / scale, 0, [w, h, w, h])
-        return [
+            # Raw quantised outputs (small copies): only anchors above the threshold are
+            # dequantised, by HeadSelector.
+            scores = self.interpreter.get_tensor(self._scores["index"])[0]
+            deltas = self.interpreter.get_tensor(self._boxes["index"])[0]
+        boxes, labels, class_scores = self._select(scores, deltas)
+        if len(boxes):  # np.clip costs more than the rest on an empty frame
+            h, w = frame.shape[:2]
+            boxes = np.clip(boxes / scale, 0, [w, h, w, h])
+        detections = [
             Detection(
                 box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
                 label=int(lab),
@@ -207,3 +215,7 @@ class Detector:
             )
             for b, lab, s in zip(boxes, labels, class_scores, strict=True)
         ]
+        self.last_preprocess_ms = ((converted - begin) + (start - locked)) * 1000
+        self.last_invoke_ms = (invoked - start) * 1000
+        self.last_postprocess_ms = (time.perf_counter() - invoked) * 1000
+        return detections

@@ -13,6 +13,10 @@ rate. It prints one markdown table (also written to /tmp/eval_tracking.md) with
 
 plus the time of one maskwatch update with 10 live tracks on a synthetic scene.
 
+`--detect-every 1 2 3` adds maskwatch rows that see the detections of every n-th frame only
+and ride the Kalman prediction in between, as `camera.detect_every_n_frames: n` does in the
+daemon: the accuracy cost of detecting less often.
+
 Needs the `eval` extra, `pip install -e '.[eval]'` (TrackEval comes from PyPI's `trackeval`, a
 numpy-2 packaging of the original), and norfair installed by hand, because it declares
 numpy<2 but runs on numpy 2: `pip install --no-deps norfair==2.3.0`. A peer that is not
@@ -30,20 +34,22 @@ from __future__ import annotations
 import argparse
 import configparser
 import contextlib
+import functools
 import io
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+import edge.mot
 from edge.config.tracker import TrackerConfig
 from edge.detection import FACE_NOT_VISIBLE, Detection
 from edge.mot import read_detections, track_mot
-from edge.track import Tracker
+from edge.track import Tracker, TrackUpdate
 
 # motmetrics 1.4 still calls np.asfarray, which numpy 2 removed.
 if not hasattr(np, "asfarray"):
@@ -123,16 +129,60 @@ def det_arrays(seq: Sequence) -> dict[int, np.ndarray]:
 # ------------------------------------------------------------------------------- trackers
 
 
-def run_maskwatch(seq: Sequence, config: TrackerConfig | None = None) -> Result:
-    """maskwatch's tracker through track_mot; timed on a second pass over Tracker.update."""
+class EveryNthFrameTracker(Tracker):
+    """A Tracker that sees the detections of every n-th frame only and predicts in between.
+
+    What CameraPipeline does with `detect_every_n_frames: n`: frames 0, n, 2n, ... go through
+    update(); the others through predict(), the detector's output never computed.
+    """
+
+    def __init__(self, config: TrackerConfig, every: int) -> None:
+        """A tracker for config that detects on one frame in `every`."""
+        super().__init__(config)
+        self.every = every
+        self._frame = 0
+
+    def update(self, detections: Iterable[Detection], timestamp: float) -> TrackUpdate:
+        """update() on the frames the detector would run on, predict() on the others."""
+        frame, self._frame = self._frame, self._frame + 1
+        if frame % self.every:
+            return self.predict(timestamp)
+        return super().update(list(detections), timestamp)
+
+
+@contextlib.contextmanager
+def detecting_every(every: int) -> Iterator[None]:
+    """Make track_mot's tracker detect on every n-th frame only, inside the block.
+
+    track_mot builds its own Tracker; for every > 1 it gets an EveryNthFrameTracker instead.
+    """
+    if every == 1:
+        yield
+        return
+    original = edge.mot.Tracker
+    edge.mot.Tracker = functools.partial(EveryNthFrameTracker, every=every)  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        edge.mot.Tracker = original  # type: ignore[misc]
+
+
+def run_maskwatch(
+    seq: Sequence, config: TrackerConfig | None = None, every: int = 1
+) -> Result:
+    """maskwatch's tracker through track_mot; timed on a second pass over Tracker.update.
+
+    every > 1: the tracker sees the detections of every n-th frame only (EveryNthFrameTracker).
+    """
     out = io.StringIO()
-    track_mot(seq.det_path, seq.fps, 0.0, out, config)
+    with detecting_every(every):
+        track_mot(seq.det_path, seq.fps, 0.0, out, config)
     rows = []
     for line in out.getvalue().splitlines():
         c = line.split(",")
         rows.append((int(c[0]), int(c[1]), float(c[2]), float(c[3]), float(c[4]), float(c[5])))
     frames = read_detections(seq.det_path)
-    tracker = Tracker(config or TrackerConfig())
+    tracker = EveryNthFrameTracker(config or TrackerConfig(), every)
     spent = 0.0
     for frame in range(1, seq.length + 1):
         dets = frames.get(frame, [])
@@ -315,12 +365,21 @@ def synthetic_ms_per_frame(tracks: int = 10, frames: int = 2000) -> float:
 
 
 def evaluate(
-    data: Path, config: TrackerConfig | None = None, peers: bool = True
+    data: Path,
+    config: TrackerConfig | None = None,
+    peers: bool = True,
+    detect_every: Iterable[int] = (1,),
 ) -> tuple[str, dict[str, dict[str, dict[str, float]]]]:
-    """Run every tracker on every sequence; the markdown table and the numbers behind it."""
+    """Run every tracker on every sequence; the markdown table and the numbers behind it.
+
+    detect_every: maskwatch runs once per n, detecting every n-th frame ("maskwatch-every-n").
+    """
     sequences = load_sequences(data)
     runners: dict[str, Callable[[Sequence], Result]] = {
-        "maskwatch": lambda s: run_maskwatch(s, config)
+        ("maskwatch" if n == 1 else f"maskwatch-every-{n}"): functools.partial(
+            run_maskwatch, config=config, every=n
+        )
+        for n in detect_every
     }
     missing: list[str] = []
     if peers:
@@ -400,7 +459,18 @@ def main(argv: list[str] | None = None) -> int:
         "--data", type=Path, default=DEFAULT_DATA, help="folder of MOTChallenge sequences"
     )
     parser.add_argument("--no-peers", action="store_true", help="evaluate maskwatch only")
+    parser.add_argument(
+        "--detect-every",
+        type=int,
+        nargs="+",
+        default=[1],
+        metavar="N",
+        help="maskwatch rows detecting every N-th frame only (Kalman prediction between)",
+    )
     args = parser.parse_args(argv)
+    if any(n < 1 for n in args.detect_every):
+        print("eval-tracking: --detect-every values must be at least 1", file=sys.stderr)
+        return 2
     if not args.data.is_dir():
         print(f"eval-tracking: no MOT15 data at {args.data}", file=sys.stderr)
         return 2
@@ -410,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as err:
         print(f"eval-tracking: {err.name} missing: pip install -e '.[eval]'", file=sys.stderr)
         return 2
-    table, _ = evaluate(args.data, peers=not args.no_peers)
+    table, _ = evaluate(args.data, peers=not args.no_peers, detect_every=args.detect_every)
     print(table, end="")
     TABLE_PATH.write_text(table, encoding="utf-8")
     return 0

@@ -17,7 +17,10 @@ from edge.config.decide import DecideConfig
 from edge.config.tracker import TrackerConfig
 from edge.decide import Decider
 from edge.detect import Detector
+from edge.detection import Detection
 from edge.events import PersonEvent
+from edge.motion import MotionGate
+from edge.tiling import Window, detect_tiled, tile_windows
 from edge.track import EndedTrack, TrackedHead, Tracker
 
 FrameClock = Callable[[float], datetime]
@@ -63,13 +66,23 @@ class CameraPipeline:
         self.clock = clock
         self.frames = 0
         self.people = 0
+        # Motion gating (camera.motion): frames the detector skipped because nothing moved.
+        self.motion = MotionGate(camera.motion) if camera.motion.enabled else None
+        self.still_frames = 0
+        self._last_detect: float | None = None
+        self._windows: list[Window] = []
+        self._windows_for = (0, 0)
 
     def process(self, image: np.ndarray, timestamp: float) -> FrameResult:
         """Run one frame through every stage; decided people are recorded before returning."""
         detect_now = self.frames % self.camera.detect_every_n_frames == 0
         self.frames += 1
+        if detect_now and self.motion is not None and not self._motion_or_refresh(image, timestamp):
+            detect_now = False
+            self.still_frames += 1
         if detect_now:
-            update = self.tracker.update(self.detector.detect(image), timestamp)
+            self._last_detect = timestamp
+            update = self.tracker.update(self.detect(image), timestamp)
         else:
             update = self.tracker.predict(timestamp)
         h, w = image.shape[:2]
@@ -78,6 +91,33 @@ class CameraPipeline:
                 self.decider.look(head.track_id, head.detection, w, h)
         people = self._end(update.ended)
         return FrameResult(update.heads, people, detect_now)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Heads in the frame: the whole frame at once, or tile by tile when configured."""
+        tiles = self.camera.tiles
+        if tiles.columns == 1 and tiles.rows == 1:
+            return self.detector.detect(image)
+        h, w = image.shape[:2]
+        if self._windows_for != (w, h):
+            self._windows = tile_windows(w, h, tiles.columns, tiles.rows, tiles.overlap)
+            self._windows_for = (w, h)
+        return detect_tiled(
+            self.detector.detect, image, self._windows, self.detector.config.nms_iou
+        )
+
+    def _motion_or_refresh(self, image: np.ndarray, timestamp: float) -> bool:
+        """Motion gating: detect when something moved, or when a tracked head is due a look.
+
+        The refresh keeps someone standing still from living on Kalman predictions alone.
+        """
+        assert self.motion is not None
+        if self.motion.moved(image):
+            return True
+        return (
+            self.tracker.live_tracks > 0
+            and self._last_detect is not None
+            and timestamp - self._last_detect >= self.camera.motion.refresh_s
+        )
 
     def finish(self) -> list[PersonEvent]:
         """End every open track as a decision (shutdown, end of file, lost camera)."""

@@ -227,3 +227,16 @@ def test_config_rejects_unknown_fields_and_bad_order() -> None:
     with pytest.raises(ValidationError):
         TrackerConfig(low_score=0.7, high_score=0.5)
     assert all(f.description for f in TrackerConfig.model_fields.values())
+
+
+def test_hungarian_loaded_from_the_extension_matches_scipy_optimize() -> None:
+    """The tracker loads scipy's `_lsap` alone (to spare 42 MB); it must be the same solver."""
+    from scipy.optimize import linear_sum_assignment as public
+
+    from edge.track import linear_sum_assignment as loaded
+
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (3, 5), (7, 4), (10, 10)]:
+        cost = rng.random(shape)
+        for a, b in zip(loaded(cost), public(cost), strict=True):
+            np.testing.assert_array_equal(a, b)

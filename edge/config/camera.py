@@ -19,9 +19,11 @@ from pydantic import (
 )
 
 from edge.config.checks import cap_not_below_initial
+from edge.config.motion import MotionConfig
 from edge.config.paths import relative_to_config
+from edge.config.tiling import TilingConfig
 
-SourceKind = Literal["v4l2", "url", "file"]
+SourceKind = Literal["v4l2", "url", "file", "picamera2"]
 
 # Schemes OpenCV's FFmpeg backend opens as network streams; anything else with "://" is a typo.
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -30,18 +32,31 @@ URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 TOPIC_SAFE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 _URL_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# A Raspberry Pi camera (CSI) through libcamera's picamera2: "picamera2" or "picamera2:<number>".
+PICAMERA2 = "picamera2"
+_PICAMERA2_RE = re.compile(r"^picamera2(?::(\d{1,2}))?$")
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Margin = Annotated[float, Field(ge=0.0, le=49.0)]
 
 
 def source_kind(source: int | str) -> SourceKind:
-    """Tell how a camera source is opened: a V4L2 device, a network URL or a video file."""
+    """Tell how a camera source is opened: a V4L2 device, a URL, a Pi camera or a video file."""
     if isinstance(source, int) or source.startswith("/dev/"):
         return "v4l2"
+    if _PICAMERA2_RE.match(source):
+        return "picamera2"
     if _URL_RE.match(source):
         return "url"
     return "file"
+
+
+def picamera2_number(source: str) -> int:
+    """The camera number of a picamera2 source: 0 for "picamera2", n for "picamera2:n"."""
+    m = _PICAMERA2_RE.match(source)
+    if m is None:
+        raise ValueError(f"not a picamera2 source: {source!r}")
+    return int(m.group(1) or 0)
 
 
 def redact_source(source: int | str) -> str:
@@ -146,7 +161,9 @@ class CameraConfig(BaseModel):
         ...,
         description=(
             "Where frames come from: a V4L2 device index (0) or path (/dev/video0), a stream URL "
-            "(rtsp://, rtsps://, http(s)://, rtmp://, udp://, tcp://, srt://) or a video file path."
+            "(rtsp://, rtsps://, http(s)://, rtmp://, udp://, tcp://, srt://), 'picamera2' or "
+            "'picamera2:N' for a Raspberry Pi camera through the picamera2 library (camera "
+            "number N, default 0), or a video file path."
         ),
     )
     width: int | None = Field(
@@ -162,10 +179,21 @@ class CameraConfig(BaseModel):
         default_factory=ZoneConfig,
         description="The part of the frame where heads count.",
     )
+    tiles: TilingConfig = Field(
+        default_factory=TilingConfig,
+        description=(
+            "Detect on a grid of overlapping tiles instead of the whole frame, for small heads "
+            "on large frames (see edge/config/tiling.py)."
+        ),
+    )
     detect_every_n_frames: int = Field(
         1,
         ge=1,
         description="Run the detector on every n-th captured frame (1 = every frame).",
+    )
+    motion: MotionConfig = Field(
+        default_factory=MotionConfig,
+        description="Motion gating: skip the detector on frames where nothing moves.",
     )
     reconnect_initial_s: float = Field(
         1.0,
@@ -216,6 +244,8 @@ class CameraConfig(BaseModel):
             return src
         if not src.strip():
             raise ValueError("must not be empty")
+        if src.startswith(PICAMERA2 + ":") and not _PICAMERA2_RE.match(src):
+            raise ValueError("a Raspberry Pi camera is 'picamera2' or 'picamera2:N' (N its number)")
         m = _URL_RE.match(src)
         if m and m.group(1).lower() not in URL_SCHEMES:
             raise ValueError(
@@ -230,7 +260,7 @@ class CameraConfig(BaseModel):
 
     @property
     def source_kind(self) -> SourceKind:
-        """How this source is opened: "v4l2" (index or /dev path), "url" or "file"."""
+        """How this source is opened: "v4l2" (index or /dev path), "url", "picamera2" or "file"."""
         return source_kind(self.source)
 
     @property
