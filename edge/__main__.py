@@ -1,8 +1,9 @@
-"""Command line: `maskwatch run | replay | detect | track | check-config | config-schema`.
+"""Command line: `maskwatch run | replay | detect | track | check-config | config-schema |
+config-reference`.
 
 Exit codes (sysexits): 0 ok, 2 usage, 65 malformed input data, 66 input file missing or
-unreadable, 70 unusable model or internal error, 73 state directory not writable, 78 invalid
-configuration.
+unreadable, 70 unusable model or internal error, 73 state directory or output file not
+writable, 78 invalid configuration.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def cmd_config_schema(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_config_reference(_args: argparse.Namespace) -> int:
+    """Print the configuration reference as Markdown (docs/configuration.md)."""
+    from edge.config.reference import config_reference
+
+    sys.stdout.write(config_reference())
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon."""
     from edge.config.load import ConfigError
@@ -108,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a video through the full pipeline and print the summary."""
     from edge.detect import ModelError
-    from edge.replay import replay, summary_table
+    from edge.replay import SnapshotFrameMissing, replay, summary_table
 
     overrides: dict[str, object] = {}
     if args.mqtt_host:
@@ -131,14 +140,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.video.exists():
         print(f"{args.video}: no such file", file=sys.stderr)
         return EXIT_NO_INPUT
+    if args.snapshot is not None and args.snapshot.suffix.lower() != ".png":
+        print(f"--snapshot: {args.snapshot}: must end in .png", file=sys.stderr)
+        return 2
     try:
-        result = replay(args.video, config, start, args.annotate, progress=sys.stderr.isatty())
+        result = replay(args.video, config, start, args.annotate, progress=sys.stderr.isatty(),
+                        snapshot=args.snapshot, snapshot_frame=args.snapshot_frame)
     except ModelError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_SOFTWARE
     except FileNotFoundError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_NO_INPUT
+    except SnapshotFrameMissing as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except OSError as exc:  # the annotated video or the snapshot cannot be written
+        print(str(exc), file=sys.stderr)
+        return EXIT_CANT_CREATE
     print(summary_table(result.people))
     fps = result.frames / result.seconds if result.seconds else 0.0
     print(f"{result.frames} frames in {result.seconds:.1f} s ({fps:.1f} fps)")
@@ -243,6 +262,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def _frame_number(text: str) -> int:
+    """A frame number for argparse: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a frame number (0, 1, 2 ...): {text!r}")
+    return value
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench's options, for `maskwatch bench` and `python -m edge.bench`."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--video", type=Path, help="clip to measure on (default: PETS09-S2L1)")
+    parser.add_argument("--frames", type=int, default=300, help="pipeline frames to time")
+    parser.add_argument("--runtime", choices=("auto", "ai_edge_litert", "tflite_runtime"),
+                        default="auto", help="CPU interpreter package to measure")
+    parser.add_argument("--detect-every", type=int, default=1, metavar="N",
+                        help="camera.detect_every_n_frames (Kalman prediction in between)")
+    parser.add_argument("--motion", action="store_true",
+                        help="camera.motion.enabled: skip the detector when nothing moves")
+    parser.add_argument("--soak-hours", type=float, metavar="H",
+                        help="instead: replay the clip in a loop for H hours of footage, as fast "
+                        "as it goes, and report the resident memory curve")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="maskwatch", description=__doc__,
@@ -261,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config-schema", help="print the config file's JSON schema")
     p.set_defaults(func=cmd_config_schema)
 
+    p = sub.add_parser("config-reference", help="print the configuration reference (Markdown)")
+    p.set_defaults(func=cmd_config_reference)
+
     p = sub.add_parser("replay", help="run the full pipeline over a video file")
     p.add_argument("video", type=Path)
     p.add_argument("--config", type=Path)
@@ -268,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-port", type=int)
     p.add_argument("--start-time", help="ISO 8601 time of the first frame (default: now)")
     p.add_argument("--annotate", type=Path, metavar="OUT.mp4", help="write an annotated video")
+    p.add_argument("--snapshot", type=Path, metavar="OUT.png",
+                   help="write one annotated frame as a PNG (see --snapshot-frame)")
+    p.add_argument("--snapshot-frame", type=_frame_number, default=0, metavar="N",
+                   help="the frame --snapshot writes, counted from 0 (default 0)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("detect", help="run the detector on images, one JSON line each")
@@ -286,11 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_track)
 
     p = sub.add_parser("bench", help="benchmark the interpreter and the pipeline")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--video", type=Path)
-    p.add_argument("--frames", type=int, default=300)
-    p.add_argument("--runtime", choices=("auto", "ai_edge_litert", "tflite_runtime"),
-                   default="auto", help="CPU interpreter package to measure")
+    add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -1,7 +1,7 @@
 """Annotated video for replays: head boxes by label, track ids, vote balance, shaded margins.
 
-Only written when the user asks for it (`replay --annotate OUT.mp4`): frames never reach the
-disk otherwise.
+Only written when the user asks for it (`replay --annotate OUT.mp4`, or one frame with
+`replay --snapshot OUT.png`): frames never reach the disk otherwise.
 """
 
 from __future__ import annotations

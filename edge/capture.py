@@ -5,11 +5,14 @@ behind reality; a video file delivers every frame, either as fast as the pipelin
 ("asap") or paced at the file's frame rate ("realtime", to emulate a live camera). The thread
 reopens a source that cannot be opened, stops delivering or stalls, waiting with capped
 exponential backoff, and reports a frozen picture. It never raises: problems are logged, and the
-state (`Capture.state`) says what is going on.
+state (`Capture.state`) says what is going on. A Raspberry Pi camera ("picamera2" sources) is read
+through the picamera2 library, imported only when such a source is opened: where it is missing
+the capture reports that and retries like a missing V4L2 device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -19,12 +22,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import cv2
 import numpy as np
 
-from edge.config.camera import CameraConfig
+from edge.config.camera import CameraConfig, picamera2_number
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +254,68 @@ class FreezeDetector:
             # The run of identical pictures began with the previous one.
             self._same_since = previous_t
         return t - self._same_since >= self.frozen_after_s
+
+
+PICAMERA2_MISSING = (
+    "picamera2 is not installed (Raspberry Pi OS: sudo apt install python3-picamera2; a "
+    "virtualenv needs --system-site-packages to see it)"
+)
+
+
+class Picamera2Reader:
+    """A Raspberry Pi camera opened with picamera2, read like a cv2.VideoCapture.
+
+    Frames come from the video configuration's main stream in RGB888, which libcamera lays out
+    as B, G, R bytes: exactly OpenCV's BGR, so no conversion is needed.
+    """
+
+    def __init__(self, camera: Any, read_timeout_s: float) -> None:
+        """Wrap a started picamera2.Picamera2; reads wait at most read_timeout_s."""
+        self._camera = camera
+        self._read_timeout_s = read_timeout_s
+
+    @classmethod
+    def open(cls, config: CameraConfig) -> tuple[Picamera2Reader | None, str]:
+        """Open and start the camera; (reader, "") or (None, one-line reason)."""
+        try:
+            from picamera2 import Picamera2  # only Raspberry Pi OS has it (with libcamera)
+        except ImportError:
+            return None, PICAMERA2_MISSING
+        except Exception as exc:  # installed but broken (e.g. libcamera bindings mismatch)
+            return None, f"picamera2 cannot be imported: {exc!r}"
+        assert isinstance(config.source, str)
+        camera = None
+        try:
+            camera = Picamera2(picamera2_number(config.source))
+            main: dict[str, object] = {"format": "RGB888"}
+            if config.width is not None or config.height is not None:
+                # The library's default video size, for whichever side is not configured.
+                main["size"] = (config.width or 1280, config.height or 720)
+            controls = {"FrameRate": config.fps} if config.fps is not None else {}
+            camera.configure(camera.create_video_configuration(main=main, controls=controls))
+            camera.start()
+        except Exception as exc:  # libcamera reports a missing or busy camera in many ways
+            if camera is not None:
+                with contextlib.suppress(Exception):
+                    camera.close()
+            return None, f"could not open {config.source}: {exc!r}"
+        return cls(camera, config.stall_timeout_s), ""
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        """The next frame as (True, BGR image), or (False, None) when none came in time."""
+        try:
+            # A number makes newer picamera2 raise TimeoutError; older ones wait forever.
+            image = self._camera.capture_array("main", wait=self._read_timeout_s)
+        except Exception as exc:
+            log.debug("picamera2 read failed: %r", exc)
+            return False, None
+        return True, np.ascontiguousarray(image[:, :, :3])
+
+    def release(self) -> None:
+        """Stop and close the camera so that it can be opened again."""
+        for step in ("stop", "close"):
+            with contextlib.suppress(Exception):
+                getattr(self._camera, step)()
 
 
 @functools.cache
@@ -536,8 +601,10 @@ class Capture:
         finally:
             cap.release()
 
-    def _open(self) -> tuple[cv2.VideoCapture | None, str]:
+    def _open(self) -> tuple[cv2.VideoCapture | Picamera2Reader | None, str]:
         """Open the source; (capture, "") on success, (None, reason) on failure."""
+        if self.kind == "picamera2":
+            return Picamera2Reader.open(self.config)
         source = self.config.source
         shown = self.config.source_redacted
         try:
@@ -595,7 +662,7 @@ class Capture:
         if refused:
             log.warning("camera %s: the device did not accept %s", self.name, ", ".join(refused))
 
-    def _stream(self, cap: cv2.VideoCapture) -> tuple[str, str]:
+    def _stream(self, cap: cv2.VideoCapture | Picamera2Reader) -> tuple[str, str]:
         """Read frames from an open source until it fails, ends or the capture is stopped."""
         is_file = not self.live
         file_fps = self._file_fps(cap) if is_file else 0.0

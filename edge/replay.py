@@ -29,6 +29,10 @@ from edge.totals import hour_of
 log = logging.getLogger(__name__)
 
 
+class SnapshotFrameMissing(ValueError):
+    """The video ended before the frame asked for with --snapshot-frame."""
+
+
 @dataclass
 class ReplayResult:
     """What a replay counted and whether the broker took all of it."""
@@ -46,8 +50,15 @@ def replay(
     annotate: Path | None = None,
     flush_timeout_s: float = 10.0,
     progress: bool = False,
+    snapshot: Path | None = None,
+    snapshot_frame: int = 0,
 ) -> ReplayResult:
-    """Run the pipeline of the config's first camera over every frame of video."""
+    """Run the pipeline of the config's first camera over every frame of video.
+
+    annotate: write the annotated video there. snapshot: write frame number snapshot_frame
+    (counted from 0), annotated, as an image there (after the replay; SnapshotFrameMissing
+    when the video is shorter, OSError when the image cannot be written).
+    """
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise FileNotFoundError(f"{video}: cannot open video")
@@ -67,6 +78,7 @@ def replay(
         )
         writer = None
         people: list[PersonEvent] = []
+        snapshot_image = None
         started = time.perf_counter()
         index = 0
         while True:
@@ -76,11 +88,15 @@ def replay(
             position[0] = index / fps
             result = pipeline.process(frame, position[0])
             people += result.people
+            snap = snapshot is not None and index == snapshot_frame
+            if annotate is not None or snap:
+                draw(frame, result.heads, pipeline.decider, pipeline.people)
             if annotate is not None:
                 if writer is None:
                     writer = open_writer(annotate, fps, frame.shape[1], frame.shape[0])
-                draw(frame, result.heads, pipeline.decider, pipeline.people)
                 writer.write(frame)
+            if snap:
+                snapshot_image = frame
             index += 1
             if progress and index % 25 == 0:
                 _progress(index, n_frames, time.perf_counter() - started)
@@ -97,6 +113,15 @@ def replay(
         last_hour = hour_of(clock(position[0]), config.totals.zoneinfo)
         reporting.ledger.tick(last_hour.end + timedelta(seconds=HOUR_CLOSE_DELAY_S + 1))
         delivered = reporting.close(flush_timeout_s)
+    if snapshot is not None:
+        if snapshot_image is None:
+            raise SnapshotFrameMissing(
+                f"--snapshot-frame {snapshot_frame}: {video} has only {index} frames "
+                f"(0 to {index - 1})"
+            )
+        # Lossless either way; the strongest compression keeps README images small.
+        if not cv2.imwrite(str(snapshot), snapshot_image, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+            raise OSError(f"{snapshot}: cannot write the snapshot image")
     return ReplayResult(people, index, seconds, delivered)
 
 

@@ -8,6 +8,7 @@ No test asserts a duration: waits are polls with generous deadlines.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import logging
 import os
@@ -515,3 +516,32 @@ def test_live_stream_that_stalls_is_reported_and_reopened(
         stats = capture.stats()
         assert stats.reconnects >= 1
         assert stats.last_error is not None and "stalled" in stats.last_error
+
+
+# -- Raspberry Pi camera without picamera2 ------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("picamera2") is not None,
+    reason="picamera2 is installed here; this test is about machines without it",
+)
+@pytest.mark.parametrize("source", ["picamera2", "picamera2:1"])
+def test_picamera2_source_without_picamera2_is_reported_and_retried(
+    source: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="edge.capture")
+    config = camera(source, reconnect_initial_s=0.05, reconnect_max_s=0.2)
+    with Capture(config) as capture:
+        assert capture.kind == "picamera2" and capture.live
+        assert poll(lambda: capture.stats().reconnects >= 3)
+        stats = capture.stats()
+        assert capture.running, "the capture thread must keep retrying, not die"
+    assert stats.state == "reconnecting"
+    assert stats.last_error is not None
+    assert stats.last_error.startswith("picamera2 is not installed"), stats.last_error
+    assert 0.05 < stats.backoff_s <= 0.2  # the backoff grew from its first value, up to the cap
+    warnings = messages(caplog, logging.WARNING)
+    # One warning line names the problem; the retries after it are logged at DEBUG only.
+    assert len(warnings) == 1, warnings
+    assert "picamera2 is not installed" in warnings[0] and "\n" not in warnings[0]
+    assert "unexpected error" not in " ".join(messages(caplog))

@@ -7,10 +7,13 @@ committed model; they skip with the reason when either is missing.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,3 +117,132 @@ def test_face_demographics_two_people_without_mask(mosquitto, subscribe, tmp_pat
     )
     decisions = sorted(p["decision"] for p in published(sub, "maskwatch/test/person"))
     assert decisions == ["no_mask", "no_mask"]
+
+
+# -- replay --snapshot: one annotated frame as a PNG ------------------------------------------
+
+CLIP_FRAMES = 80  # the first person is tracked from about frame 70 on
+SNAPSHOT_FRAME = 74
+
+
+def write_clip(path: Path, frames: int) -> None:
+    """The first frames of the one-by-one clip as a short mp4 (the test's input, in tmp_path)."""
+    cap = cv2.VideoCapture(str(VIDEOS / "one-by-one-person-detection.mp4"))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    writer = None
+    for _ in range(frames):
+        ok, frame = cap.read()
+        assert ok, "the one-by-one clip is shorter than expected"
+        if writer is None:
+            size = (frame.shape[1], frame.shape[0])
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+            assert writer.isOpened(), "OpenCV cannot write mp4v here"
+        writer.write(frame)
+    cap.release()
+    assert writer is not None
+    writer.release()
+
+
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a video as the replay decodes it."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def files_under(folder: Path) -> set[str]:
+    """Every file and folder below folder, as paths relative to it."""
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.fixture
+def snapshot_dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """inputs/ (the clip and its config), work/ (the cwd) and tmp/ ($TMPDIR), the last two
+    empty, so a test sees every file a replay leaves behind."""
+    inputs, work, tmp = tmp_path / "inputs", tmp_path / "work", tmp_path / "tmp"
+    for folder in (inputs, work, tmp):
+        folder.mkdir()
+    write_clip(inputs / "clip.mp4", CLIP_FRAMES)
+    (inputs / "replay.yaml").write_text(
+        "device: test\ncameras:\n  - name: door\n    source: clip.mp4\n"
+        "totals:\n  timezone: Europe/Berlin\nstate:\n  directory: state\n"
+    )
+    return inputs, work, tmp
+
+
+def run_snapshot(
+    dirs: tuple[Path, Path, Path], port: int, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`maskwatch replay inputs/clip.mp4 ARGS` from work/, with $TMPDIR set to tmp/."""
+    inputs, work, tmp = dirs
+    return subprocess.run(
+        [sys.executable, "-m", "edge", "replay", str(inputs / "clip.mp4"),
+         "--config", str(inputs / "replay.yaml"), "--mqtt-host", "127.0.0.1",
+         "--mqtt-port", str(port), *args],
+        capture_output=True, text=True, timeout=600, check=False, cwd=work,
+        env={**os.environ, "TMPDIR": str(tmp)},
+    )
+
+
+def test_snapshot_writes_the_requested_frame_annotated_and_nothing_else(
+    mosquitto, snapshot_dirs: tuple[Path, Path, Path]
+) -> None:
+    inputs, work, tmp = snapshot_dirs
+    inputs_before = files_under(inputs)
+    done = run_snapshot(
+        snapshot_dirs, mosquitto.port, "--snapshot", "frame.png",
+        "--snapshot-frame", str(SNAPSHOT_FRAME),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert files_under(work) == {"frame.png"}
+    assert files_under(tmp) == set(), "the replay left files in $TMPDIR"
+    assert files_under(inputs) == inputs_before, "the replay wrote next to its input"
+
+    png = work / "frame.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    snapshot = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+    frames = decoded_frames(inputs / "clip.mp4")
+    assert len(frames) == CLIP_FRAMES
+    height, width = frames[0].shape[:2]
+    assert snapshot.shape == (height, width, 3)
+
+    # Inside the counting zone (default margins: 5 % a side) the annotation only adds a box and
+    # a label, so the lossless PNG equals the requested frame pixel for pixel almost everywhere,
+    # and its neighbours, where the person has moved, less so.
+    x1, y1, x2, y2 = (round(width * 0.06), round(height * 0.06),
+                      round(width * 0.94), round(height * 0.94))
+
+    def same(frame: np.ndarray) -> float:
+        """Share of zone pixels identical in the snapshot and frame."""
+        equal = np.all(snapshot[y1:y2, x1:x2] == frame[y1:y2, x1:x2], axis=2)
+        return float(equal.mean())
+
+    shares = {i: same(frames[i]) for i in (SNAPSHOT_FRAME - 1, SNAPSHOT_FRAME, SNAPSHOT_FRAME + 1)}
+    assert shares[SNAPSHOT_FRAME] > 0.9, shares
+    assert shares[SNAPSHOT_FRAME] > max(shares[SNAPSHOT_FRAME - 1], shares[SNAPSHOT_FRAME + 1])
+    # The margins are shaded: darker than in the frame itself.
+    left = np.s_[:, : round(width * 0.04)]
+    assert snapshot[left].mean() < 0.8 * frames[SNAPSHOT_FRAME][left].mean()
+
+
+def test_snapshot_frame_beyond_the_end_or_not_png_is_refused(
+    mosquitto, snapshot_dirs: tuple[Path, Path, Path]
+) -> None:
+    inputs, work, tmp = snapshot_dirs
+    done = run_snapshot(snapshot_dirs, mosquitto.port, "--snapshot", "frame.jpg")
+    assert done.returncode == 2
+    assert "--snapshot: frame.jpg: must end in .png" in done.stderr
+    done = run_snapshot(
+        snapshot_dirs, mosquitto.port, "--snapshot", "frame.png", "--snapshot-frame", "500"
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"--snapshot-frame 500: {inputs / 'clip.mp4'} has only {CLIP_FRAMES} frames" in (
+        done.stderr
+    )
+    assert files_under(work) == set() and files_under(tmp) == set()
