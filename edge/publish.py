@@ -8,6 +8,12 @@ Topics under `<base>/<device>/` (base "maskwatch" by default):
 - `totals/hourly`: retained, one JSON object per closed local hour (edge.totals.totals_payload).
 - `totals/current`: retained, the running hour in the same shape, after each decision, at each
   hour change and after every reconnect.
+- `stats` and `in_view`: retained diagnostics (edge.stats) given to `publish_state`; only the
+  newest value of each is kept and it is sent again after every reconnect.
+
+With `set_discovery` the publisher also keeps Home Assistant's discovery configs
+(edge.discovery): sent retained after every (re)connect and whenever Home Assistant says
+`online` on its status topic (it restarted, or its broker lost the retained configs).
 
 Person events and hourly totals go through the durable outbox (edge.outbox): `Ledger.record`
 and `Ledger.tick` write them to SQLite and wake the `Publisher`, which sends them in order and
@@ -88,12 +94,14 @@ def _check_topic_level(value: str, what: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Topics:
-    """The four topics of one device."""
+    """The topics of one device."""
 
     availability: str
     person: str
     hourly: str
     current: str
+    stats: str
+    in_view: str
 
     @classmethod
     def for_device(cls, base_topic: str, device: str) -> Topics:
@@ -112,6 +120,8 @@ class Topics:
             person=f"{prefix}/person",
             hourly=f"{prefix}/totals/hourly",
             current=f"{prefix}/totals/current",
+            stats=f"{prefix}/stats",
+            in_view=f"{prefix}/in_view",
         )
 
 
@@ -208,6 +218,7 @@ class Publisher:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
         self._client.on_connect_fail = self._on_connect_fail
+        self._client.on_message = self._on_message
 
         # Shared with paho's thread: written there, read anywhere (single assignments).
         self._connected = False
@@ -226,6 +237,14 @@ class Publisher:
         self._stop_deadline: float | None = None
         self._offline_mid: int | None = None
         self._offline_acked = False
+        # Latest-value topics (publish_state) and discovery (set_discovery), sender-thread only.
+        self._states: dict[str, tuple[bytes, bool]] = {}  # topic -> (payload, retain)
+        self._states_due: set[str] = set()
+        self._state_mids: dict[int, str] = {}  # mid in flight -> its topic
+        self._discovery: list[tuple[str, bytes]] = []
+        self._discovery_status: str | None = None
+        self._announce_due = False
+        self._subscribe_due = False
 
     def _configure_tls(self, tls: TlsOptions) -> None:
         """Load the CA and client certificate; failures name the file."""
@@ -286,6 +305,16 @@ class Publisher:
         """Make `payload` the retained totals/current; kept and re-sent after reconnects."""
         self._current = encode_json(payload)
         self._events.put(("current", None))
+
+    def publish_state(self, topic: str, payload: dict[str, Any], retain: bool = True) -> None:
+        """Make `payload` the newest value of `topic` (stats, in_view): sent when the link
+        allows, an older unsent value replaced, and sent again after every reconnect."""
+        self._events.put(("state", (topic, encode_json(payload), retain)))
+
+    def set_discovery(self, configs: list[tuple[str, bytes]], status_topic: str) -> None:
+        """Announce `configs` (topic, payload) retained now and after every reconnect, and
+        again whenever `status_topic` receives `online` (Home Assistant's birth message)."""
+        self._events.put(("discovery", (list(configs), status_topic)))
 
     def stop(self, timeout_s: float = 5.0) -> bool:
         """Flush what the broker takes within `timeout_s`, publish `offline`, disconnect.
@@ -371,6 +400,14 @@ class Publisher:
         """PUBACK for QoS 1 (or written, for QoS 0)."""
         self._events.put(("ack", mid))
 
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """A message on a subscribed topic (only the discovery status topic is subscribed).
+
+        A retained birth message is skipped: every connect announces anyway.
+        """
+        if not msg.retain:
+            self._events.put(("message", (msg.topic, bytes(msg.payload))))
+
     # -- sender thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -429,6 +466,7 @@ class Publisher:
                 self._inflight = {m: rq for m, rq in self._inflight.items() if rq[1] > 0}
                 if self._qos == 0 and self._current_mid is not None:
                     self._current_mid, self._current_due = None, True
+                self._state_mids.clear()  # every state is due again after the reconnect
             elif kind == "ack":
                 entry = self._inflight.pop(value, None)
                 if entry is not None:
@@ -437,6 +475,22 @@ class Publisher:
                     self._offline_acked = True
                 if value == self._current_mid:
                     self._current_mid = None
+                self._state_mids.pop(value, None)
+            elif kind == "state":
+                topic, payload, retain = value
+                self._states[topic] = (payload, retain)
+                self._states_due.add(topic)
+            elif kind == "discovery":
+                self._discovery, self._discovery_status = value
+                self._announce_due = self._subscribe_due = True
+            elif kind == "message":
+                topic, payload = value
+                if topic == self._discovery_status and payload.strip() == ONLINE:
+                    # Home Assistant (re)started: configs first, then every state it will
+                    # subscribe to, as its discovery documentation asks.
+                    self._announce_due = True
+                    self._states_due.update(self._states)
+                    self._current_due = self._current is not None
             elif kind == "current":
                 self._current_due = True
             elif kind == "stop":
@@ -453,6 +507,10 @@ class Publisher:
             self._hello_due = False
             self._client.publish(self._topics.availability, ONLINE, qos=1, retain=True)
             self._current_due = self._current is not None
+            # A clean session forgets subscriptions, and the broker may have lost retained ones.
+            self._subscribe_due = self._announce_due = bool(self._discovery)
+            self._states_due.update(self._states)
+        self._send_discovery_and_states()
         if self._current_due and self._current is not None and self._current_mid is None:
             self._current_due = False
             info = self._client.publish(
@@ -462,6 +520,27 @@ class Publisher:
                 self._current_mid = info.mid  # QoS>0: paho re-sends it after a reconnect
             else:
                 self._current_due = True  # QoS 0 and no connection: try again later
+
+    def _send_discovery_and_states(self) -> None:
+        """Subscribe to the discovery status topic, announce, and send the due states.
+
+        At most one message per state topic is in flight: values that come faster than the
+        broker acknowledges collapse into the newest.
+        """
+        if self._subscribe_due and self._discovery_status is not None:
+            self._subscribe_due = False
+            self._client.subscribe(self._discovery_status, qos=1)
+        if self._announce_due:
+            self._announce_due = False
+            for topic, payload in self._discovery:
+                self._client.publish(topic, payload, qos=1, retain=True)
+        busy = set(self._state_mids.values())
+        for topic in sorted(self._states_due - busy):
+            payload, retain = self._states[topic]
+            info = self._client.publish(topic, payload, qos=self._qos, retain=retain)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS or self._qos > 0:
+                self._state_mids[info.mid] = topic  # QoS>0: paho queues it while offline
+                self._states_due.discard(topic)
 
     def _fill_window(self) -> None:
         """Hand the oldest rows not yet in flight to paho, up to max_inflight in flight."""

@@ -11,6 +11,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from edge.config.camera import CameraConfig
 from edge.config.decide import DecideConfig
 from edge.config.detector import DetectorConfig
+from edge.config.homeassistant import HomeAssistantConfig
 from edge.config.logging import LoggingConfig
 from edge.config.mqtt import MqttConfig
 from edge.config.state import StateConfig
@@ -69,6 +70,10 @@ class Config(BaseModel):
     )
     totals: TotalsConfig = Field(
         default_factory=TotalsConfig, description="How decisions are summed per hour."
+    )
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig,
+        description="Home Assistant MQTT discovery of this device's sensors.",
     )
     state: StateConfig = Field(
         default_factory=StateConfig, description="Where persistent state is kept."
