@@ -21,9 +21,11 @@ from types import FrameType
 from edge.capture import Capture
 from edge.config.root import Config
 from edge.detect import Detector
+from edge.discovery import discovery_messages, status_topic
 from edge.notify import notify, watchdog_interval_s
 from edge.pipeline import CameraPipeline, FrameClock, footage_clock, wall_clock
 from edge.runtime import EXIT_SOFTWARE, open_reporting
+from edge.stats import InView, StatsCollector
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,17 @@ class Daemon:
         self.pipelines: dict[str, CameraPipeline] = {}
         self.segments: dict[str, int] = {}
         self.last_frame_at: dict[str, float] = {}
+        self.in_view = InView([cam.name for cam in config.cameras])
+        self.stats = StatsCollector(
+            self.detector, self.captures, self.reporting.outbox, in_view=self.in_view.counts
+        )
+        self.last_stats = time.monotonic()
+        publisher = self.reporting.publisher
+        if config.homeassistant.discovery:
+            publisher.set_discovery(
+                discovery_messages(config, publisher.topics),
+                status_topic(config.homeassistant.discovery_prefix),
+            )
 
     def _clock_for(self, camera_name: str) -> FrameClock:
         cam = self.config.camera(camera_name)
@@ -118,13 +131,17 @@ class Daemon:
                     self.pipelines[name].finish()
                     self.pipelines[name] = self._new_pipeline(name)
                     self.segments[name] = frame.segment
-                self.pipelines[name].process(frame.image, frame.timestamp)
+                result = self.pipelines[name].process(frame.image, frame.timestamp)
+                self.in_view.set(name, sum(head.confirmed for head in result.heads))
+                if result.detected:
+                    self.stats.add_inference(self.detector.last_invoke_ms)
                 self.last_frame_at[name] = now
                 frames_since_status += 1
             now = time.monotonic()
             if now - last_tick >= 1.0:
                 self.reporting.ledger.tick()
                 last_tick = now
+            self._publish_diagnostics(now)
             if ping_every is not None and now - last_ping >= ping_every and self._all_flowing(now):
                 notify("WATCHDOG=1")
                 last_ping = now
@@ -135,11 +152,31 @@ class Daemon:
                 frames_since_status, last_status = 0, now
         return self.shutdown()
 
+    def _publish_diagnostics(self, now: float) -> None:
+        """People in view when that changed, and the stats every mqtt.status_interval_s."""
+        publisher = self.reporting.publisher
+        in_view = self.in_view.due(now)
+        if in_view is not None:
+            publisher.publish_state(publisher.topics.in_view, in_view)
+        if now - self.last_stats >= self.config.mqtt.status_interval_s:
+            publisher.publish_state(publisher.topics.stats, self.stats.snapshot())
+            self.last_stats = now
+
     def _all_flowing(self, now: float) -> bool:
-        """Whether every camera that has not ended produced a processed frame lately."""
+        """Whether every camera that has not ended produced a processed frame lately, or is
+        busy reconnecting to a source that went away.
+
+        A camera that is unplugged or whose stream dropped is handled by its capture thread
+        (backoff, state on MQTT); a restart would not bring it back, and restarting every
+        WatchdogSec would soon hit the unit's start limit and leave the service failed even
+        after the camera returns. A capture thread hung in a read ("streaming" or "stalled"
+        without frames) and a stuck inference still stop the pings.
+        """
         limit = max(2 * (watchdog_interval_s() or 1.0), 1.0)
         return all(
-            now - self.last_frame_at[n] < limit for n, c in self.captures.items() if not c.ended
+            now - self.last_frame_at[n] < limit or (c.running and c.state == "reconnecting")
+            for n, c in self.captures.items()
+            if not c.ended
         )
 
     def _check_gap(self, name: str, now: float) -> None:
@@ -149,6 +186,7 @@ class Daemon:
         if now - self.last_frame_at[name] > gap and pipeline.tracker.live_tracks:
             log.warning("%s: no frames for %.0f s, ending its open tracks", name, gap)
             pipeline.finish()
+            self.in_view.set(name, 0)
 
     def shutdown(self) -> int:
         """End open tracks, publish, flush and stop everything; exit code 0."""

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from edge.config.camera import CameraConfig, ZoneConfig, redact_source
+from edge.config.camera import CameraConfig, ZoneConfig, picamera2_number, redact_source
 from edge.config.detector import DetectorConfig, default_model_path, models_dir
 from edge.config.load import (
     EXIT_CONFIG,
@@ -540,6 +540,9 @@ def test_default_credential_is_optional_but_a_named_one_is_not(
     assert resolve_password(MqttConfig()) is None
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     assert resolve_password(MqttConfig()) is None
+    # The unit's empty SetCredential= fallback, used when /etc/maskwatch/mqtt_password is absent.
+    (tmp_path / "mqtt_password").write_text("\n", encoding="utf-8")
+    assert resolve_password(MqttConfig()) is None
     named = MqttConfig(password_credential="broker")
     with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "broker"))):
         resolve_password(named)
@@ -778,3 +781,31 @@ def test_infinite_and_nan_values_are_rejected(tmp_path: Path) -> None:
     assert errors_of(path) == [
         f"{path}:4: cameras.0.stall_timeout_s: Input should be a finite number (got .inf)"
     ]
+
+
+# --- Raspberry Pi camera (picamera2) ------------------------------------------------------
+
+
+def test_picamera2_sources(tmp_path: Path) -> None:
+    """'picamera2' and 'picamera2:N' name a Pi camera, not a file beside the config."""
+    for source, number in (("picamera2", 0), ("picamera2:1", 1)):
+        cam = load_config(write(tmp_path, f"cameras:\n  - name: pi\n    source: {source}\n"))
+        assert cam.cameras[0].source == source  # not resolved against the config's folder
+        assert cam.cameras[0].source_kind == "picamera2"
+        assert picamera2_number(source) == number
+    (message,) = errors_of(write(tmp_path, "cameras:\n  - name: pi\n    source: picamera2:x\n"))
+    assert message.endswith(
+        ":3: cameras.0.source: a Raspberry Pi camera is 'picamera2' or 'picamera2:N' (N its number)"
+    ), message
+    # Only the exact name is special: a file that merely starts with it stays a file.
+    other = load_config(write(tmp_path, "cameras:\n  - name: pi\n    source: picamera2.mp4\n"))
+    assert other.cameras[0].source_kind == "file"
+
+
+def test_raspberry_pi_example_reads_the_pi_camera() -> None:
+    """The Raspberry Pi example uses the picamera2 source and passes validation."""
+    path = CONFIGS / "raspberry-pi-camera.yaml"
+    assert path.read_text(encoding="utf-8").splitlines()[0] == SCHEMA_LINE
+    cam = load_config(path).cameras[0]
+    assert (cam.source, cam.source_kind) == ("picamera2", "picamera2")
+    assert (cam.width, cam.height) == (1280, 720)

@@ -390,3 +390,23 @@ def test_unwritable_state_directory_exits_73(
     assert str(state) in line and "state directory" in line, line
     assert "Traceback" not in log
     assert "READY=1" not in notify_socket.messages
+
+
+def test_watchdog_keeps_pinging_while_a_lost_camera_reconnects(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    notify_socket: NotifySocket,
+    start_daemon: Callable[..., Daemon],
+) -> None:
+    """A camera that is gone is the capture thread's job (backoff, state on MQTT): a restart
+    cannot bring it back, and restarts every WatchdogSec would hit the unit's start limit."""
+    config = write_config(tmp_path, mosquitto.port)
+    (tmp_path / "clip.mp4").unlink()  # the camera is unplugged before the daemon starts
+    daemon = start_daemon(config, notify_socket)
+
+    notify_socket.wait_for("READY=1", daemon.proc)
+    pings = notify_socket.wait_for("WATCHDOG=1", daemon.proc, count=3)
+    assert len(pings) >= 3
+    assert "reconnecting" in daemon.stderr() or "not found" in daemon.stderr()
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.wait() == 0, daemon.stderr()

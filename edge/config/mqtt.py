@@ -140,7 +140,10 @@ class MqttConfig(BaseModel):
     status_interval_s: float = Field(
         60.0,
         gt=0,
-        description="Seconds between status/health messages (camera, detector and queue state).",
+        description=(
+            "Seconds between diagnostics messages on <base_topic>/<device>/stats (fps, "
+            "inference ms, accelerator, dropped frames, outbox depth, uptime, CPU temperature)."
+        ),
     )
 
     @model_validator(mode="before")
@@ -230,8 +233,14 @@ def resolve_password(cfg: MqttConfig, environ: dict[str, str] | None = None) -> 
             )
         return None
     path = Path(cred_dir) / cfg.password_credential
-    if not path.exists() and not cfg._credential_explicit():
-        return None
+    if not cfg._credential_explicit():
+        # The unit sets a blank default (SetCredential=mqtt_password:\n) for when the password
+        # file is absent, so that systemd starts an anonymous install instead of failing it.
+        try:
+            if not path.exists() or path.read_text(encoding="utf-8").strip() == "":
+                return None
+        except (OSError, UnicodeDecodeError):
+            pass  # _read_secret reports it with the file's name
     return _read_secret(path, ConfigError, "mqtt.password_credential")
 
 
