@@ -7,7 +7,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= demo-out
 TRAIN_VENV ?= .venv-train
 
-.PHONY: setup system-deps demo test lint bench model edgetpu eval-model eval-tracking clean
+.PHONY: setup system-deps demo test lint bench model edgetpu eval-model eval-tracking deb deb-all clean \
+  docs docs-image
 
 # Debian / Raspberry Pi OS packages the project needs: a broker for the demo and the tests,
 # its clients to watch messages, venv support.
@@ -41,8 +42,34 @@ test: setup
 lint: setup
 	$(BIN)/ruff check edge tests models
 
+# `make bench BENCH_ARGS="--json --video CLIP --detect-every 2 --motion"`; a one-hour memory soak:
+# `make bench BENCH_ARGS="--soak-hours 1"` (see BENCHMARKS.md).
+BENCH_ARGS ?=
 bench: setup
-	$(BIN)/maskwatch bench
+	$(BIN)/python -m edge.bench $(BENCH_ARGS)
+
+# The configuration reference and the JSON schema, generated from the config models
+# (tests/test_docs.py fails while the committed files differ from what the code generates).
+docs: setup
+	$(BIN)/python -m edge config-reference > docs/configuration.md.tmp
+	mv docs/configuration.md.tmp docs/configuration.md
+	$(BIN)/python -m edge config-schema > docs/config-schema.json.tmp
+	mv docs/config-schema.json.tmp docs/config-schema.json
+
+# The README's illustration: one frame of Intel's one-by-one clip (../shared, CC BY 4.0) annotated
+# by `maskwatch replay --snapshot`, shrunk to 640 px wide. Port 1 has no broker: the replay
+# publishes nothing (and says so at the end).
+SNAPSHOT_FRAME ?= 756
+docs-image: setup
+	tmp=$$(mktemp -d) && \
+	$(BIN)/python -m edge replay $(SHARED)/videos/one-by-one-person-detection.mp4 \
+	  --mqtt-host 127.0.0.1 --mqtt-port 1 \
+	  --snapshot $$tmp/frame.png --snapshot-frame $(SNAPSHOT_FRAME) && \
+	$(BIN)/python -c 'import cv2, sys; im = cv2.imread(sys.argv[1]); h, w = im.shape[:2]; \
+	  small = cv2.resize(im, (640, round(h * 640 / w)), interpolation=cv2.INTER_AREA); \
+	  sys.exit(not cv2.imwrite(sys.argv[2], small, [cv2.IMWRITE_PNG_COMPRESSION, 9]))' \
+	  $$tmp/frame.png docs/annotated-frame.png; \
+	status=$$?; rm -rf $$tmp; exit $$status
 
 # Rebuild the committed model from ../shared on a CPU-only machine (see models/MODEL_CARD.md).
 $(TRAIN_VENV)/.installed: pyproject.toml
@@ -65,6 +92,17 @@ eval-model: setup
 eval-tracking: setup
 	$(BIN)/pip install -q -e '.[eval]' && $(BIN)/pip install -q --no-deps norfair==2.3.0
 	$(BIN)/python -m edge.eval_tracking
+
+# Debian package for bookworm / Raspberry Pi OS: dist/maskwatch_<version>_<arch>.deb with the
+# Python dependencies bundled for that arch (packaging/build_deb.py). ARCH=amd64 or arm64.
+ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+
+deb: setup
+	$(BIN)/python packaging/build_deb.py --arch $(ARCH) --out dist
+
+deb-all: setup
+	$(BIN)/python packaging/build_deb.py --arch amd64 --out dist
+	$(BIN)/python packaging/build_deb.py --arch arm64 --out dist
 
 clean:
 	rm -rf $(DEMO_DIR) build dist *.egg-info
