@@ -175,8 +175,9 @@ class Tracker:
         self._state = np.zeros((0, _STATE))
         # Whether the row was matched on the last detection frame (ByteTrack's "tracked").
         self._matched = np.zeros(0, dtype=bool)
-        # Time of each row's last matched detection.
+        # Time and box of each row's last matched detection.
         self._last_seen = np.zeros(0)
+        self._last_box = np.zeros((0, 4))
 
     # ----------------------------------------------------------------------------- public
 
@@ -204,6 +205,7 @@ class Tracker:
             if len(rows):
                 self._correct(rows, boxes[cols])
                 self._last_seen[rows] = timestamp
+                self._last_box[rows] = boxes[cols]
                 matched[rows] = True
                 det_taken[cols] = True
                 for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
@@ -316,6 +318,7 @@ class Tracker:
         self._state = np.concatenate([self._state, new])
         self._matched = np.concatenate([self._matched, np.ones(k, dtype=bool)])
         self._last_seen = np.concatenate([self._last_seen, np.full(k, timestamp)])
+        self._last_box = np.concatenate([self._last_box, measured])
         # With min_hits 1 the birth itself confirms the track.
         confirmed = cfg.min_hits <= 1 and cfg.min_track_s <= 0
         for det in detections:
@@ -393,6 +396,13 @@ class Tracker:
         )
         ratio = np.maximum(ph[:, None], dh[None, :]) / np.minimum(ph[:, None], dh[None, :])
         within = dist / reach
+        # Someone who stopped while unseen is where they were last seen, while the
+        # constant-velocity prediction carries on: a detection within distance_gate of the
+        # last detection (no growth with time) is in reach too.
+        last = self._last_box
+        lcx = (last[:, None, 0] + last[:, None, 2] - boxes[None, :, 0] - boxes[None, :, 2]) * 0.5
+        lcy = (last[:, None, 1] + last[:, None, 3] - boxes[None, :, 1] - boxes[None, :, 3]) * 0.5
+        np.minimum(within, np.sqrt(lcx * lcx + lcy * lcy) / (cfg.distance_gate * scale), out=within)
         return np.where((within <= 1.0) & (ratio <= cfg.max_size_ratio), within, _FORBIDDEN)
 
     @staticmethod
@@ -448,6 +458,7 @@ class Tracker:
         self._state = self._state[keep]
         self._matched = self._matched[keep]
         self._last_seen = self._last_seen[keep]
+        self._last_box = self._last_box[keep]
 
     def _heads(self) -> list[TrackedHead]:
         """The TrackedHead of every live track on this frame, with its filtered box."""

@@ -116,9 +116,12 @@ class TrackerConfig(BaseModel):
         description=(
             "Radius, in box heights, within which a track that found no overlapping detection "
             "may still take a confident detection by centre distance, before its time unseen "
-            "widens the radius (speed_gate, gate_growth). Larger values find a person again "
-            "after a jump of the box or a missed detection, but may hand one person's "
-            "identity to a neighbour; smaller values count a person twice more often."
+            "widens the radius around the prediction (speed_gate, gate_growth). The same "
+            "radius, never widened, also applies around the track's last detection: someone "
+            "who walked in and stopped while unseen is where they were last seen, not where "
+            "their velocity points. Larger values find a person again after a jump of the box "
+            "or a missed detection, but may hand one person's identity to a neighbour; "
+            "smaller values count a person twice more often."
         ),
     )
     speed_gate: float = Field(
