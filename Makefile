@@ -34,7 +34,8 @@ $(DEMO_DIR)/vtest.avi:
 	rm -rf $(DEMO_DIR)/deb
 
 demo: setup $(DEMO_DIR)/vtest.avi
-	$(BIN)/python -m edge.demo --video $(DEMO_DIR)/vtest.avi --annotate $(DEMO_DIR)/annotated.mp4
+	$(BIN)/python -m edge.demo --video $(DEMO_DIR)/vtest.avi --config configs/street-camera.yaml \
+	  --annotate $(DEMO_DIR)/annotated.mp4
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -98,6 +99,7 @@ eval-model: setup
 eval-tracking: setup
 	$(BIN)/pip install -q -e '.[eval]' && $(BIN)/pip install -q --no-deps norfair==2.3.0
 	$(BIN)/python -m edge.eval_tracking
+	$(BIN)/python -m edge.eval_video --config configs/street-camera.yaml
 
 # Debian package for bookworm / Raspberry Pi OS: dist/maskwatch_<version>_<arch>.deb with the
 # Python dependencies bundled for that arch (packaging/build_deb.py). ARCH=amd64 or arm64.

@@ -1,6 +1,7 @@
 """`make demo`: a local broker, a subscriber printing what it receives, and a replay.
 
-    python -m edge.demo --video demo-out/vtest.avi --annotate demo-out/annotated.mp4
+    python -m edge.demo --video demo-out/vtest.avi --config configs/street-camera.yaml \
+        --annotate demo-out/annotated.mp4
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--video", type=Path, required=True)
     ap.add_argument("--annotate", type=Path)
+    ap.add_argument("--config", type=Path, help="maskwatch config for the replay")
     args = ap.parse_args()
     broker = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
@@ -56,6 +58,8 @@ def main() -> int:
             argv = ["replay", str(args.video), "--mqtt-host", "127.0.0.1", "--mqtt-port", str(port)]
             if args.annotate:
                 argv += ["--annotate", str(args.annotate)]
+            if args.config:
+                argv += ["--config", str(args.config)]
             code = maskwatch(argv)
             time.sleep(0.5)  # let the subscriber print the last messages
         finally:
