@@ -241,3 +241,46 @@ def test_snapshot_frame_beyond_the_end_or_not_png_is_refused(
         done.stderr
     )
     assert files_under(work) == set() and files_under(tmp) == set()
+
+
+# -- the demo: PETS 2009 street footage through configs/street-camera.yaml -----------------
+
+PETS = SHARED / "tracking" / "PETS09-S2L1-vtest.avi"  # the same clip opencv-doc's vtest.avi is
+
+
+@pytest.mark.skipif(not PETS.exists(), reason="../shared/tracking is absent (third-party footage)")
+def test_street_config_counts_people_in_pets_footage(mosquitto, subscribe, tmp_path: Path) -> None:
+    """What `make demo` shows: with 4x3 tiles the small street heads become person events.
+
+    The first 300 frames (about 40 s of footage; 10 of the clip's 19 people appear in them):
+    at least a few counted, and no more than 1.2 times as many as there are.
+    """
+    cut = tmp_path / "pets-300.avi"
+    cap = cv2.VideoCapture(str(PETS))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 7.0
+    writer = None
+    for _ in range(300):
+        ok, frame = cap.read()
+        assert ok
+        if writer is None:
+            h, w = frame.shape[:2]
+            writer = cv2.VideoWriter(str(cut), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+        writer.write(frame)
+    cap.release()
+    assert writer is not None
+    writer.release()
+    sub = subscribe("127.0.0.1", mosquitto.port, "maskwatch/street/#")
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "replay", str(cut), "--config",
+         str(ROOT / "configs" / "street-camera.yaml"), "--mqtt-host", "127.0.0.1",
+         "--mqtt-port", str(mosquitto.port), "--start-time", "2026-11-21T10:05:00+01:00"],
+        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    sub.wait_for(
+        lambda ms: any(m.topic.endswith("totals/hourly") for m in ms), 30, "the hourly total"
+    )
+    people = published(sub, "maskwatch/street/person")
+    [hourly] = published(sub, "maskwatch/street/totals/hourly")
+    assert 3 <= len(people) <= 12, [p["track_id"] for p in people]
+    assert hourly["people"] == len(people)
