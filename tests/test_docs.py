@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from edge.config.load import config_schema
+from edge.config.load import config_schema, strip_optional
 from edge.config.reference import config_reference
 from edge.config.root import Config
 
@@ -68,18 +67,9 @@ def test_generated_docs_do_not_depend_on_the_host() -> None:
     assert json.loads(cli("config-schema", env=env)) == config_schema()
 
 
-def _strip_optional(annotation: Any) -> Any:
-    """X for "X | None"."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
 def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     """The model a field holds (directly, optionally or as list items) and whether in a list."""
-    inner = _strip_optional(annotation)
+    inner = strip_optional(annotation)
     in_list = typing.get_origin(inner) is list
     if in_list:
         inner = typing.get_args(inner)[0]

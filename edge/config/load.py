@@ -388,7 +388,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
         if model is not None and isinstance(part, str) and part in model.model_fields:
             annotation = model.model_fields[part].annotation
             continue
-        plain = _strip_optional(annotation)
+        plain = strip_optional(annotation)
         args = typing.get_args(plain)
         if isinstance(part, int) and typing.get_origin(plain) is list and args:
             annotation = args[0]
@@ -397,7 +397,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return _as_model(annotation)
 
 
-def _strip_optional(annotation: Any) -> Any:
+def strip_optional(annotation: Any) -> Any:
     """X for "X | None" / Optional[X]; annotation unchanged otherwise."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -408,7 +408,7 @@ def _strip_optional(annotation: Any) -> Any:
 
 def _as_model(annotation: Any) -> type[BaseModel] | None:
     """The BaseModel subclass an annotation names (through Optional), else None."""
-    annotation = _strip_optional(annotation)
+    annotation = strip_optional(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     return None

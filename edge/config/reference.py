@@ -10,7 +10,6 @@ committed copy differs from what this module produces.
 from __future__ import annotations
 
 import json
-import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from edge.config.load import strip_optional
 from edge.config.root import Config
 
 HEADER = """\
@@ -123,23 +123,14 @@ def _properties(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
     return typing.cast("dict[str, dict[str, Any]]", model.model_json_schema()["properties"])
 
 
-def _strip_optional(annotation: Any) -> Any:
-    """X for "X | None"; annotation unchanged otherwise."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
-
-
 def _is_list(annotation: Any) -> bool:
     """Whether the field holds a list (of sections, where it matters here)."""
-    return typing.get_origin(_strip_optional(annotation)) is list
+    return typing.get_origin(strip_optional(annotation)) is list
 
 
 def _section_model(annotation: Any) -> type[BaseModel] | None:
     """The model a field holds, directly or as list items; None for plain values."""
-    plain = _strip_optional(annotation)
+    plain = strip_optional(annotation)
     if _is_list(plain):
         (plain,) = typing.get_args(plain) or (None,)
     if isinstance(plain, type) and issubclass(plain, BaseModel):
