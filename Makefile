@@ -11,11 +11,12 @@ TRAIN_VENV ?= .venv-train
   docs docs-image
 
 # Debian / Raspberry Pi OS packages the project needs: a broker for the demo and the tests,
-# its clients to watch messages, venv support.
+# its clients to watch messages, venv support, debootstrap for the package test.
 system-deps:
 	@command -v mosquitto >/dev/null && command -v mosquitto_sub >/dev/null \
+	  && { command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ]; } \
 	  && $(PYTHON) -c 'import venv, ensurepip' 2>/dev/null \
-	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients python3-venv; }
+	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq mosquitto mosquitto-clients python3-venv debootstrap; }
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -11,6 +11,7 @@ and exits 0.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -47,11 +48,13 @@ class Daemon:
         self.pipelines: dict[str, CameraPipeline] = {}
         self.segments: dict[str, int] = {}
         self.last_frame_at: dict[str, float] = {}
+        # Per camera: its reconnect count and when that last changed (see _all_flowing).
+        self.reconnect_progress: dict[str, tuple[int, float]] = {}
         self.in_view = InView([cam.name for cam in config.cameras])
         self.stats = StatsCollector(
             self.detector, self.captures, self.reporting.outbox, in_view=self.in_view.counts
         )
-        self.last_stats = time.monotonic()
+        self.last_stats = -math.inf  # the first stats go out at once: nothing is retained yet
         publisher = self.reporting.publisher
         if config.homeassistant.discovery:
             publisher.set_discovery(
@@ -169,15 +172,29 @@ class Daemon:
         A camera that is unplugged or whose stream dropped is handled by its capture thread
         (backoff, state on MQTT); a restart would not bring it back, and restarting every
         WatchdogSec would soon hit the unit's start limit and leave the service failed even
-        after the camera returns. A capture thread hung in a read ("streaming" or "stalled"
-        without frames) and a stuck inference still stop the pings.
+        after the camera returns. It counts as alive while its reopen attempts go on: its
+        reconnect count moved within two backoff caps plus the stall timeout. A capture hung
+        in a read or in an open (no frames, no new attempt) and a stuck inference still stop
+        the pings.
         """
         limit = max(2 * (watchdog_interval_s() or 1.0), 1.0)
         return all(
-            now - self.last_frame_at[n] < limit or (c.running and c.state == "reconnecting")
+            now - self.last_frame_at[n] < limit or self._reconnecting(n, c, now)
             for n, c in self.captures.items()
             if not c.ended
         )
+
+    def _reconnecting(self, name: str, capture: Capture, now: float) -> bool:
+        """Whether the camera's capture thread is busy reopening it, attempt after attempt."""
+        if not capture.running or capture.state != "reconnecting":
+            return False
+        count = capture.stats().reconnects
+        seen, since = self.reconnect_progress.get(name, (-1, now))
+        if count != seen:
+            self.reconnect_progress[name] = (count, now)
+            return True
+        camera = self.config.camera(name)
+        return now - since < 2 * camera.reconnect_max_s + camera.stall_timeout_s
 
     def _check_gap(self, name: str, now: float) -> None:
         """After end_track_gap_s without frames, open tracks end as decisions."""

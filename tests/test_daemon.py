@@ -410,3 +410,29 @@ def test_watchdog_keeps_pinging_while_a_lost_camera_reconnects(
     assert "reconnecting" in daemon.stderr() or "not found" in daemon.stderr()
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.wait() == 0, daemon.stderr()
+
+
+def test_a_reconnect_that_stops_making_attempts_stops_counting_as_alive() -> None:
+    """An open that hangs (no new attempt) must let the watchdog fire; attempts keep it alive.
+
+    A unit test of the decision only, with a stand-in for the capture's two read-outs.
+    """
+    from types import SimpleNamespace
+
+    from edge.daemon import Daemon
+
+    capture = SimpleNamespace(running=True, state="reconnecting", count=3)
+    capture.stats = lambda: SimpleNamespace(reconnects=capture.count)
+    camera = SimpleNamespace(reconnect_max_s=2.0, stall_timeout_s=1.0)  # window: 5 s
+    daemon = SimpleNamespace(reconnect_progress={}, config=SimpleNamespace(camera=lambda _: camera))
+
+    def alive(now: float) -> bool:
+        return Daemon._reconnecting(daemon, "door", capture, now)  # type: ignore[arg-type]
+
+    assert alive(100.0)
+    assert alive(104.9)  # no new attempt yet, still within two backoff caps + stall timeout
+    assert not alive(105.1)  # hung: the pings stop
+    capture.count = 4  # a new attempt was made
+    assert alive(106.0)
+    capture.state = "streaming"
+    assert not alive(106.5)  # not reconnecting: only frames count then
