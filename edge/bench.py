@@ -49,8 +49,9 @@ from edge.capture import Capture
 from edge.config.load import ConfigError, parse_config
 from edge.config.root import Config
 from edge.decide import Decider
-from edge.detect import Detector, ModelError, letterbox_into
+from edge.detect import Detector, ModelError
 from edge.detection import FRONT_WITH_MASK, FRONT_WITHOUT_MASK, Detection
+from edge.letterbox import letterbox_into
 from edge.pipeline import CameraPipeline, footage_clock
 from edge.runtime import (
     EXIT_CONFIG,

@@ -19,13 +19,10 @@ from edge.anchors import ANCHOR_SPEC, make_anchors
 from edge.config.detector import DetectorConfig
 from edge.detection import LABELS, Detection
 from edge.interpreter import LoadedInterpreter, load_cpu, load_edgetpu
+from edge.letterbox import letterbox_into
 from edge.postprocess import HeadSelector
 
 log = logging.getLogger(__name__)
-
-# How the letterbox shrinks a frame. INTER_LINEAR costs a seventh of INTER_AREA on a 768 x 576
-# frame (0.25 ms against 1.9 ms) at the same AP50; see BENCHMARKS.md, "Letterbox resize".
-DOWNSCALE_INTERPOLATION = cv2.INTER_LINEAR
 
 
 class ModelError(RuntimeError):
@@ -46,26 +43,6 @@ def read_labels(path: Path) -> list[str]:
     if tuple(labels) != LABELS:
         raise ModelError(f"{path}: expected labels {', '.join(LABELS)}, found {', '.join(labels)}")
     return labels
-
-
-def letterbox_into(frame: np.ndarray, target: np.ndarray) -> float:
-    """Resize a BGR frame, keeping its aspect, into the top-left of target (RGB, zero padding).
-
-    Writes straight into the interpreter's input buffer: no intermediate canvas per frame.
-    Returns the scale from frame pixels to input pixels.
-    """
-    size = target.shape[0]
-    h, w = frame.shape[:2]
-    scale = size / max(h, w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    interp = DOWNSCALE_INTERPOLATION if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(frame, (nw, nh), interpolation=interp)
-    cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=target[:nh, :nw])
-    if nh < size:
-        target[nh:] = 0
-    if nw < size:
-        target[:nh, nw:] = 0
-    return scale
 
 
 def as_bgr(frame: np.ndarray) -> np.ndarray:

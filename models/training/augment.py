@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from edge.letterbox import letterbox_into
+
 
 def place_on_canvas(
     image: np.ndarray,
@@ -144,11 +146,11 @@ def augment(
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """Deterministic fit into size x size, top-left, black padding: what the runtime does."""
-    h, w = image.shape[:2]
-    scale = size / max(h, w)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    canvas = np.zeros((size, size, 3), dtype=np.uint8)
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    canvas[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=interp)
+    """Deterministic fit of an RGB image into size x size, top-left, black padding.
+
+    The runtime's own letterbox (edge.letterbox.letterbox_into, which takes BGR and writes RGB),
+    so that validation and int8 calibration see the pixels the daemon feeds the model.
+    """
+    canvas = np.empty((size, size, 3), dtype=np.uint8)
+    scale = letterbox_into(np.ascontiguousarray(image[..., ::-1]), canvas)
     return canvas, scale
