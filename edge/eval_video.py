@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,14 +25,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.config.load import ConfigError, load_config, parse_config
+from edge.__main__ import _load
+from edge.config.load import ConfigError
 from edge.config.root import Config
 from edge.detect import Detector
+from edge.eval_tracking import DEFAULT_DATA
 from edge.pipeline import CameraPipeline, footage_clock
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DEFAULT_VIDEO = SHARED / "tracking" / "PETS09-S2L1-vtest.avi"
-DEFAULT_GT = SHARED / "tracking" / "MOT15" / "train" / "PETS09-S2L1" / "gt" / "gt.txt"
+DEFAULT_VIDEO = DEFAULT_DATA.parents[1] / "PETS09-S2L1-vtest.avi"
+DEFAULT_GT = DEFAULT_DATA / "PETS09-S2L1" / "gt" / "gt.txt"
 
 
 @dataclass(slots=True)
@@ -74,8 +76,6 @@ def head_owner(box: tuple[float, ...], bodies: np.ndarray) -> int | None:
 
 def score_video(video: Path, gt_path: Path, config: Config) -> VideoScore:
     """Run the pipeline of config's first camera over the video and score what it counted."""
-    import time
-
     gt = np.loadtxt(gt_path, delimiter=",", ndmin=2)
     gt = gt[gt[:, 6] != 0] if gt.shape[1] > 6 else gt  # MOT marks ignored boxes with 0
     by_frame = {int(f): gt[gt[:, 0] == f] for f in np.unique(gt[:, 0])}
@@ -146,11 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"eval-video: {path}: no such file", file=sys.stderr)
             return 66
     try:
-        config = (
-            load_config(args.config)
-            if args.config
-            else parse_config("", "<defaults>", Path.cwd())
-        )
+        config = _load(args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 78

@@ -12,14 +12,13 @@ Seeded, so the same variants come out every time. Ground truth is kept (subsampl
 from __future__ import annotations
 
 import argparse
-import configparser
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from edge.eval_tracking import DEFAULT_DATA
+from edge.eval_tracking import DEFAULT_DATA, load_sequences
 
 SEED = 1
 
@@ -62,18 +61,14 @@ def write_variants(data: Path, out: Path) -> list[str]:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     rng = np.random.default_rng(SEED)
-    for seq in sorted(p for p in data.iterdir() if (p / "seqinfo.ini").is_file()):
-        info = configparser.ConfigParser()
-        info.read(seq / "seqinfo.ini")
-        fps = float(info["Sequence"]["frameRate"])
-        length = int(info["Sequence"]["seqLength"])
-        det = np.loadtxt(seq / "det" / "det.txt", delimiter=",", ndmin=2)
-        gt = np.loadtxt(seq / "gt" / "gt.txt", delimiter=",", ndmin=2)
-        shutil.copytree(seq, out / seq.name)  # unchanged: re-saving would round the boxes
-        _write(out, f"{seq.name}-noisy", fps, length, noisy(det, length, rng), gt)
-        if fps > 10:
+    for seq in load_sequences(data):
+        det = np.loadtxt(seq.det_path, delimiter=",", ndmin=2)
+        gt = np.loadtxt(seq.gt_path, delimiter=",", ndmin=2)
+        shutil.copytree(seq.path, out / seq.name)  # unchanged: re-saving would round the boxes
+        _write(out, f"{seq.name}-noisy", seq.fps, seq.length, noisy(det, seq.length, rng), gt)
+        if seq.fps > 10:
             for k in (2, 3):
-                _write(out, f"{seq.name}-every{k}", fps / k, (length - 1) // k + 1,
+                _write(out, f"{seq.name}-every{k}", seq.fps / k, (seq.length - 1) // k + 1,
                        every_nth(det, k), every_nth(gt, k))
     return sorted(p.name for p in out.iterdir())
 
