@@ -30,13 +30,19 @@ pytestmark = [
 ]
 
 
-def replay(video: Path, port: int, tmp_path: Path, start: str) -> subprocess.CompletedProcess[str]:
-    """Run `maskwatch replay` as a user would, against the test's broker."""
-    config = tmp_path / "replay.yaml"
-    config.write_text(
-        f"device: test\ncameras:\n  - name: door\n    source: {video}\n"
-        f"totals:\n  timezone: Europe/Berlin\nstate:\n  directory: {tmp_path / 'state'}\n"
-    )
+def replay(
+    video: Path, port: int, tmp_path: Path, start: str, config: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `maskwatch replay` as a user would, against the test's broker.
+
+    config: the file to replay with; by default one for device `test`, camera `door`.
+    """
+    if config is None:
+        config = tmp_path / "replay.yaml"
+        config.write_text(
+            f"device: test\ncameras:\n  - name: door\n    source: {video}\n"
+            f"totals:\n  timezone: Europe/Berlin\nstate:\n  directory: {tmp_path / 'state'}\n"
+        )
     return subprocess.run(
         [
             sys.executable,
@@ -66,6 +72,14 @@ def published(sub, topic: str) -> list[dict]:  # type: ignore[no-untyped-def]
     return [json.loads(m.payload) for m in sub.on(topic)]
 
 
+def wait_for_hourly(sub, done: subprocess.CompletedProcess[str]) -> None:  # type: ignore[no-untyped-def]
+    """The replay exited 0 and its closed hour reached the subscriber."""
+    assert done.returncode == 0, done.stderr[-2000:]
+    sub.wait_for(
+        lambda ms: any(m.topic.endswith("totals/hourly") for m in ms), 30, "the hourly total"
+    )
+
+
 def test_one_by_one_counts_six_people_none_with_mask(mosquitto, subscribe, tmp_path: Path) -> None:
     """Six people walk in one at a time, seen from behind; nobody wears a mask."""
     sub = subscribe("127.0.0.1", mosquitto.port, "maskwatch/test/#")
@@ -75,10 +89,7 @@ def test_one_by_one_counts_six_people_none_with_mask(mosquitto, subscribe, tmp_p
         tmp_path,
         "2026-11-21T10:05:00+01:00",
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    sub.wait_for(
-        lambda ms: any(m.topic.endswith("totals/hourly") for m in ms), 30, "the hourly total"
-    )
+    wait_for_hourly(sub, done)
     people = published(sub, "maskwatch/test/person")
     assert len(people) == 6, people
     assert len({p["event_id"] for p in people}) == 6
@@ -106,10 +117,7 @@ def test_face_demographics_two_people_without_mask(mosquitto, subscribe, tmp_pat
         tmp_path,
         "2026-11-21T10:05:00+01:00",
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    sub.wait_for(
-        lambda ms: any(m.topic.endswith("totals/hourly") for m in ms), 30, "the hourly total"
-    )
+    wait_for_hourly(sub, done)
     decisions = sorted(p["decision"] for p in published(sub, "maskwatch/test/person"))
     assert decisions == ["no_mask", "no_mask"]
 
@@ -270,16 +278,14 @@ def test_street_config_counts_people_in_pets_footage(mosquitto, subscribe, tmp_p
     assert writer is not None
     writer.release()
     sub = subscribe("127.0.0.1", mosquitto.port, "maskwatch/street/#")
-    done = subprocess.run(
-        [sys.executable, "-m", "edge", "replay", str(cut), "--config",
-         str(ROOT / "configs" / "street-camera.yaml"), "--mqtt-host", "127.0.0.1",
-         "--mqtt-port", str(mosquitto.port), "--start-time", "2026-11-21T10:05:00+01:00"],
-        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+    done = replay(
+        cut,
+        mosquitto.port,
+        tmp_path,
+        "2026-11-21T10:05:00+01:00",
+        config=ROOT / "configs" / "street-camera.yaml",
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    sub.wait_for(
-        lambda ms: any(m.topic.endswith("totals/hourly") for m in ms), 30, "the hourly total"
-    )
+    wait_for_hourly(sub, done)
     people = published(sub, "maskwatch/street/person")
     [hourly] = published(sub, "maskwatch/street/totals/hourly")
     assert 3 <= len(people) <= 12, [p["track_id"] for p in people]
