@@ -61,7 +61,7 @@ docs: setup
 # The README's illustration: one frame of Intel's one-by-one clip (../shared, CC BY 4.0) annotated
 # by `maskwatch replay --snapshot`, shrunk to 640 px wide. Port 1 has no broker: the replay
 # publishes nothing (and says so at the end).
-SNAPSHOT_FRAME ?= 756
+SNAPSHOT_FRAME ?= 800
 docs-image: setup
 	tmp=$$(mktemp -d) && \
 	$(BIN)/python -m edge replay $(SHARED)/videos/one-by-one-person-detection.mp4 \
