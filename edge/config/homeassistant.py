@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge.config.checks import topic_usable
+
 DEFAULT_DISCOVERY_PREFIX = "homeassistant"
 
 
@@ -36,12 +38,4 @@ class HomeAssistantConfig(BaseModel):
         description="The device's name in Home Assistant. Default: 'maskwatch <device>'.",
     )
 
-    @field_validator("discovery_prefix")
-    @classmethod
-    def _prefix_usable(cls, prefix: str) -> str:
-        """Wildcards or empty levels would make the discovery topics unpublishable."""
-        if "+" in prefix or "#" in prefix or "\0" in prefix:
-            raise ValueError("must not contain MQTT wildcards (+, #) or NUL")
-        if prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
-            raise ValueError("must not start or end with '/' or contain empty levels ('//')")
-        return prefix
+    _prefix_usable = field_validator("discovery_prefix")(topic_usable)

@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from edge.config.checks import cap_not_below_initial
+from edge.config.checks import cap_not_below_initial, topic_usable
 from edge.config.paths import relative_to_config
 
 DEFAULT_PASSWORD_CREDENTIAL = "mqtt_password"
@@ -173,15 +173,7 @@ class MqttConfig(BaseModel):
         """A relative password file points next to the config file."""
         return None if path is None else relative_to_config(path, info)
 
-    @field_validator("base_topic")
-    @classmethod
-    def _topic_usable(cls, topic: str) -> str:
-        """Wildcards or empty levels would make topics unpublishable or ambiguous."""
-        if "+" in topic or "#" in topic or "\0" in topic:
-            raise ValueError("must not contain MQTT wildcards (+, #) or NUL")
-        if topic.startswith("/") or topic.endswith("/") or "//" in topic:
-            raise ValueError("must not start or end with '/' or contain empty levels ('//')")
-        return topic
+    _topic_usable = field_validator("base_topic")(topic_usable)
 
     _max_not_below_initial = field_validator("reconnect_max_s")(cap_not_below_initial)
 
