@@ -31,9 +31,9 @@ log = logging.getLogger("maskwatch")
 
 def _load(path: Path | None, overrides: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
     """The config from a file, or built-in defaults; ConfigError is reported by the caller."""
-    from edge.config.load import load_config, parse_config
+    from edge.config.load import load_config_or_defaults
 
-    config = load_config(path) if path is not None else parse_config("", "<defaults>", Path.cwd())
+    config = load_config_or_defaults(path)
     if overrides:
         mqtt = config.mqtt.model_copy(update=overrides)
         config = config.model_copy(update={"mqtt": mqtt})

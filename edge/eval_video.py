@@ -25,8 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.__main__ import _load
-from edge.config.load import ConfigError
+from edge.config.load import ConfigError, load_config_or_defaults
 from edge.config.root import Config
 from edge.detect import Detector
 from edge.eval_tracking import DEFAULT_DATA
@@ -146,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"eval-video: {path}: no such file", file=sys.stderr)
             return 66
     try:
-        config = _load(args.config)
+        config = load_config_or_defaults(args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 78

@@ -97,6 +97,11 @@ def load_config(path: Path | str) -> Config:
     return parse_config(text, name, config_dir=path.absolute().parent)
 
 
+def load_config_or_defaults(path: Path | None) -> Config:
+    """The config file at path, or the built-in defaults when path is None (replays, evals)."""
+    return load_config(path) if path is not None else parse_config("", "<defaults>", Path.cwd())
+
+
 def parse_config(text: str, filename: str = "<config>", config_dir: Path | None = None) -> Config:
     """Parse and validate config text; filename only labels the messages.
 
