@@ -381,6 +381,9 @@ class Capture:
         self.frames_captured = 0
         self.frames_read = 0
         self.reconnects = 0
+        # Monotonic time of the last failed open or read that scheduled a reopen; None before
+        # the first. The daemon's watchdog reads it: attempts that stop coming mean a hang.
+        self.last_retry_at: float | None = None
         self.backoff_s = 0.0
         self.last_error: str | None = None
         self._next_backoff_s = config.reconnect_initial_s
@@ -571,6 +574,7 @@ class Capture:
             wait = self._next_backoff_s
             self.backoff_s = wait
             self.reconnects += 1
+            self.last_retry_at = time.monotonic()
             self.last_error = reason
             self._next_backoff_s = min(wait * 2.0, self.config.reconnect_max_s)
             already = self._state == "reconnecting"

@@ -48,8 +48,6 @@ class Daemon:
         self.pipelines: dict[str, CameraPipeline] = {}
         self.segments: dict[str, int] = {}
         self.last_frame_at: dict[str, float] = {}
-        # Per camera: its reconnect count and when that last changed (see _all_flowing).
-        self.reconnect_progress: dict[str, tuple[int, float]] = {}
         self.in_view = InView([cam.name for cam in config.cameras])
         self.stats = StatsCollector(
             self.detector, self.captures, self.reporting.outbox, in_view=self.in_view.counts
@@ -173,9 +171,9 @@ class Daemon:
         (backoff, state on MQTT); a restart would not bring it back, and restarting every
         WatchdogSec would soon hit the unit's start limit and leave the service failed even
         after the camera returns. It counts as alive while its reopen attempts go on: its
-        reconnect count moved within two backoff caps plus the stall timeout. A capture hung
-        in a read or in an open (no frames, no new attempt) and a stuck inference still stop
-        the pings.
+        last one (Capture.last_retry_at) lies within two backoff caps plus the stall timeout.
+        A capture hung in a read or in an open (no frames, no new attempt) and a stuck
+        inference still stop the pings.
         """
         limit = max(2 * (watchdog_interval_s() or 1.0), 1.0)
         return all(
@@ -186,15 +184,11 @@ class Daemon:
 
     def _reconnecting(self, name: str, capture: Capture, now: float) -> bool:
         """Whether the camera's capture thread is busy reopening it, attempt after attempt."""
-        if not capture.running or capture.state != "reconnecting":
+        last = capture.last_retry_at
+        if not capture.running or capture.state != "reconnecting" or last is None:
             return False
-        count = capture.stats().reconnects
-        seen, since = self.reconnect_progress.get(name, (-1, now))
-        if count != seen:
-            self.reconnect_progress[name] = (count, now)
-            return True
         camera = self.config.camera(name)
-        return now - since < 2 * camera.reconnect_max_s + camera.stall_timeout_s
+        return now - last < 2 * camera.reconnect_max_s + camera.stall_timeout_s
 
     def _check_gap(self, name: str, now: float) -> None:
         """After end_track_gap_s without frames, open tracks end as decisions."""

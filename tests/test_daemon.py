@@ -421,10 +421,9 @@ def test_a_reconnect_that_stops_making_attempts_stops_counting_as_alive() -> Non
 
     from edge.daemon import Daemon
 
-    capture = SimpleNamespace(running=True, state="reconnecting", count=3)
-    capture.stats = lambda: SimpleNamespace(reconnects=capture.count)
+    capture = SimpleNamespace(running=True, state="reconnecting", last_retry_at=100.0)
     camera = SimpleNamespace(reconnect_max_s=2.0, stall_timeout_s=1.0)  # window: 5 s
-    daemon = SimpleNamespace(reconnect_progress={}, config=SimpleNamespace(camera=lambda _: camera))
+    daemon = SimpleNamespace(config=SimpleNamespace(camera=lambda _: camera))
 
     def alive(now: float) -> bool:
         return Daemon._reconnecting(daemon, "door", capture, now)  # type: ignore[arg-type]
@@ -432,7 +431,7 @@ def test_a_reconnect_that_stops_making_attempts_stops_counting_as_alive() -> Non
     assert alive(100.0)
     assert alive(104.9)  # no new attempt yet, still within two backoff caps + stall timeout
     assert not alive(105.1)  # hung: the pings stop
-    capture.count = 4  # a new attempt was made
+    capture.last_retry_at = 106.0  # a new attempt was made
     assert alive(106.0)
     capture.state = "streaming"
     assert not alive(106.5)  # not reconnecting: only frames count then
