@@ -37,18 +37,18 @@ def test_tiles_cover_the_frame_and_neighbours_share_the_overlap(
     assert second[2] - second[0] == pytest.approx(width, abs=1)
 
 
-def _fake_detector(heads: list[tuple[float, float, float, float]]):  # type: ignore[no-untyped-def]
+def _fake_detector(  # type: ignore[no-untyped-def]
+    heads: list[tuple[float, float, float, float]], windows: list[tuple[int, int, int, int]]
+):
     """A stand-in that 'sees' fixed frame-coordinate boxes, clipped to whatever crop it gets.
 
+    detect_tiled visits the windows in order, so the n-th call gets the n-th window's crop.
     Only for testing the merge logic; the real model is tested below.
     """
     calls: list[tuple[int, int]] = []
 
     def detect(crop: np.ndarray) -> list[Detection]:
-        # The crop is a view: recover its offset in the parent frame from the buffer address.
-        base = crop.base if crop.base is not None else crop
-        offset = (crop.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // 3
-        oy, ox = divmod(offset, base.shape[1])
+        ox, oy = windows[len(calls)][:2]
         h, w = crop.shape[:2]
         calls.append((ox, oy))
         found = []
@@ -71,7 +71,7 @@ def test_a_head_on_a_seam_is_reported_once_whole() -> None:
     seam = windows[1][0]  # the second tile starts inside the first
     head = (seam + 10.0, 300.0, seam + 40.0, 335.0)  # inside the overlap, cut by tile 1's edge
     cut = (windows[0][2] - 15.0, 100.0, windows[0][2] + 15.0, 135.0)  # straddles tile 1's edge
-    detect, calls = _fake_detector([head, cut])
+    detect, calls = _fake_detector([head, cut], windows)
     found = detect_tiled(detect, frame, windows, 0.45)
     assert len(calls) == 2
     boxes = sorted(tuple(round(v) for v in d.box) for d in found)
@@ -81,8 +81,9 @@ def test_a_head_on_a_seam_is_reported_once_whole() -> None:
 def test_heads_away_from_seams_keep_their_frame_coordinates() -> None:
     frame = np.zeros((720, 1280, 3), np.uint8)
     heads = [(50.0, 60.0, 80.0, 95.0), (1100.0, 600.0, 1130.0, 640.0)]
-    detect, _ = _fake_detector(heads)
-    found = detect_tiled(detect, frame, tile_windows(1280, 720, 3, 2, 0.15), 0.45)
+    windows = tile_windows(1280, 720, 3, 2, 0.15)
+    detect, _ = _fake_detector(heads, windows)
+    found = detect_tiled(detect, frame, windows, 0.45)
     assert sorted(d.box for d in found) == sorted(heads)
 
 
