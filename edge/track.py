@@ -149,14 +149,15 @@ class _Track:
 
 def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in a (N, 4) with every box in b (M, 4), boxes as x1, y1, x2, y2."""
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    np.maximum(iw, 0.0, out=iw)
-    np.maximum(ih, 0.0, out=ih)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    # Both corners at once on (N, M, 2) arrays: half the numpy calls of per-axis code, which
+    # matters at 10 x 10, where each call costs more than its arithmetic.
+    wh = np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2])
+    np.maximum(wh, 0.0, out=wh)
+    inter = wh[..., 0] * wh[..., 1]
+    size_a = a[:, 2:] - a[:, :2]
+    size_b = b[:, 2:] - b[:, :2]
+    union = (size_a[:, 0] * size_a[:, 1])[:, None] + size_b[:, 0] * size_b[:, 1] - inter
+    return inter / np.maximum(union, 1e-9)
 
 
 class Tracker:
@@ -290,8 +291,9 @@ class Tracker:
         y[:, 2:] = measured[:, 2:] - measured[:, :2]
         r = (self.config.measurement_noise * y[:, 3]) ** 2
         y -= st[:, :4]
-        p00 = st[:, _P00].copy()
-        p01 = st[:, _P01].copy()
+        # Views: st is already a gathered copy, and both are read before they are written.
+        p00 = st[:, _P00]
+        p01 = st[:, _P01]
         s = p00 + r
         k0 = (p00 / s)[:, None]
         k1 = (p01 / s)[:, None]
