@@ -8,7 +8,7 @@ at load time with a clear error.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,6 +36,10 @@ class AnchorSpec:
 
 # Heads in face-mask-853 at 320 px have a median side of 18 px and a quarter are under 12 px,
 # so the stride-8 level carries three small sizes; faces are slightly taller than wide (0.9).
+# The levels do not depend on the input size; the runtime takes the size from the model's
+# input tensor (with_input_size), so a model exported at any square multiple of 32 decodes
+# right. The shipped model is 320: a 480 fine-tune scored higher on the photos but read backs
+# of heads as masks (MODEL_CARD.md, "Tried and not shipped").
 ANCHOR_SPEC = AnchorSpec(
     input_size=320,
     levels=(
@@ -45,6 +49,11 @@ ANCHOR_SPEC = AnchorSpec(
     ),
     aspect=0.9,
 )
+
+
+def with_input_size(size: int, spec: AnchorSpec = ANCHOR_SPEC) -> AnchorSpec:
+    """The same anchor levels for a square input of another side (a multiple of the strides)."""
+    return replace(spec, input_size=size)
 
 
 def make_anchors(spec: AnchorSpec = ANCHOR_SPEC) -> np.ndarray:

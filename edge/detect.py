@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.anchors import ANCHOR_SPEC, make_anchors
+from edge.anchors import ANCHOR_SPEC, make_anchors, with_input_size
 from edge.config.detector import DetectorConfig
 from edge.detection import LABELS, Detection
 from edge.interpreter import LoadedInterpreter, load_cpu, load_edgetpu
@@ -75,13 +75,17 @@ class Detector:
         self.interpreter = self.loaded.interpreter
         inp = self.interpreter.get_input_details()
         outs = self.interpreter.get_output_details()
-        size = ANCHOR_SPEC.input_size
-        if len(inp) != 1 or tuple(inp[0]["shape"]) != (1, size, size, 3):
+        stride = max(level.stride for level in ANCHOR_SPEC.levels)
+        size = int(inp[0]["shape"][1]) if len(inp) == 1 and len(inp[0]["shape"]) == 4 else 0
+        if size <= 0 or size % stride or tuple(inp[0]["shape"]) != (1, size, size, 3):
             found = ", ".join(str(list(i["shape"])) for i in inp)
-            raise ModelError(f"{self.model_path}: input must be [1,{size},{size},3], found {found}")
+            raise ModelError(
+                f"{self.model_path}: input must be [1,N,N,3] with N a multiple of {stride}, "
+                f"found {found}"
+            )
         if inp[0]["dtype"] != np.uint8:
             raise ModelError(f"{self.model_path}: input must be uint8")
-        self.anchors = make_anchors()
+        self.anchors = make_anchors(with_input_size(size))
         n = len(self.anchors)
         by_width = {
             int(o["shape"][-1]): o for o in outs if len(o["shape"]) == 3 and o["shape"][1] == n

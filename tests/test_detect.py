@@ -31,6 +31,7 @@ VIDEO = SHARED / "videos" / "one-by-one-person-detection.mp4"
 EDGETPU_MODEL = SHARED / "weights" / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"
 CLASSIFIER_MODEL = SHARED / "weights" / "mobilenet_v1_0.5_160_quant.tflite"
 # A real 1x320x320x3 uint8 detector with the wrong outputs (TFLite_Detection_PostProcess).
+AIZOO_MODEL = SHARED / "peers" / "aizoo" / "models" / "face_mask_detection.tflite"
 PEER_DETECTOR = SHARED / "peers" / "mobiledet-mask" / "ssdlite_mobiledet_mask.tflite"
 
 # Operators the Edge TPU compiler maps to the TPU; anything else would run on the Pi's CPU and
@@ -378,8 +379,17 @@ def test_empty_model_file(tmp_path: Path) -> None:
 
 
 def test_a_classifier_is_not_the_detector() -> None:
+    # 224 x 224 uint8 is a usable input size (a square multiple of 32): refused by its outputs.
     model = needs(CLASSIFIER_MODEL)
-    _assert_model_error(cpu_config(model=model, labels=LABELS_FILE), model, "input must be")
+    _assert_model_error(cpu_config(model=model, labels=LABELS_FILE), model, "outputs must be")
+
+
+def test_an_input_the_anchors_cannot_tile_is_refused() -> None:
+    # AIZOO's 260 x 260 float input is no multiple of the 32 px stride.
+    model = needs(AIZOO_MODEL)
+    _assert_model_error(
+        cpu_config(model=model, labels=LABELS_FILE), model, "input must be [1,N,N,3]"
+    )
 
 
 def test_a_detector_with_other_outputs_is_refused() -> None:
