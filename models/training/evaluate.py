@@ -157,6 +157,7 @@ class OurModel:
             threads=threads,
         )
         self.detector = Detector(self.config)
+        self.input_size = int(self.detector.interpreter.get_input_details()[0]["shape"][1])
         # The threshold the appliance runs at: the config default, read, not copied.
         self.operating_threshold = float(DetectorConfig.model_fields["score_threshold"].default)
         self.operating_source = "DetectorConfig.score_threshold default"
@@ -654,7 +655,7 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
         "|---|---|---|---|---|" + ("---|---|---|" if all_images else "") + "---|",
     ]
     inputs = {
-        ours.name: "320 letterbox, uint8 (runtime code)",
+        ours.name: f"{ours.input_size} letterbox, uint8 (runtime code)",
         "AIZOO": "260x260 resize, float 0..1",
         "MobileDet": "320x320 resize, uint8",
     }

@@ -21,24 +21,34 @@ from models.training.data import Sample, face_mask_split, video_samples
 from models.training.model import build_detector
 
 
-def representative(samples: list[Sample], n: int) -> Iterator[list[np.ndarray]]:
+def representative(samples: list[Sample], n: int, size: int) -> Iterator[list[np.ndarray]]:
     """Calibration inputs: letterboxed like the runtime, spread over the training images."""
     pick = np.random.default_rng(0).permutation(len(samples))[:n]
     for i in pick:
-        img, _ = letterbox(samples[i].load_rgb(), ANCHOR_SPEC.input_size)
+        img, _ = letterbox(samples[i].load_rgb(), size)
         yield [img[None].astype(np.float32)]
 
 
-def export(weights: Path, out: Path, shared: Path, n_calibration: int = 200) -> None:
-    """Load weights, quantise with calibration data, write the .tflite."""
-    train_model, export_model, _ = build_detector(ANCHOR_SPEC.input_size, for_export=True)
+def export(
+    weights: Path,
+    out: Path,
+    shared: Path,
+    n_calibration: int = 200,
+    size: int = ANCHOR_SPEC.input_size,
+) -> None:
+    """Load weights, quantise with calibration data, write the .tflite for a size x size input.
+
+    The network is fully convolutional, so the same weights export at any multiple of 32;
+    the runtime reads the size from the model's input tensor.
+    """
+    train_model, export_model, _ = build_detector(size, for_export=True)
     train_model.load_weights(weights)
     train, _ = face_mask_split(shared / "datasets/face-mask-853")
     clip = shared / "videos/one-by-one-person-detection.mp4"
     calib = train + video_samples(clip, every_n=15)
     conv = tf.lite.TFLiteConverter.from_keras_model(export_model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: representative(calib, n_calibration)
+    conv.representative_dataset = lambda: representative(calib, n_calibration, size)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.uint8
     conv.inference_output_type = tf.uint8
@@ -54,9 +64,18 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=Path("models/head_detector_int8.tflite"))
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
-    ap.add_argument("--calibration", type=int, default=200)
+    ap.add_argument("--calibration", type=int, default=200, help="calibration images")
+    ap.add_argument(
+        "--size",
+        type=int,
+        default=ANCHOR_SPEC.input_size,
+        help="square input side, a multiple of 32 (smaller is faster on a CPU-only Pi and less "
+        "accurate on small faces; see MODEL_CARD.md)",
+    )
     args = ap.parse_args()
-    export(args.weights, args.out, args.shared, args.calibration)
+    if args.size % 32:
+        ap.error(f"--size: {args.size} is not a multiple of 32")
+    export(args.weights, args.out, args.shared, args.calibration, args.size)
 
 
 if __name__ == "__main__":

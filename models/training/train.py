@@ -14,13 +14,21 @@ import math
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tensorflow import keras
 
-from edge.anchors import ANCHOR_SPEC, anchors_xyxy, encode_boxes, iou_matrix, make_anchors
+from edge.anchors import (
+    ANCHOR_SPEC,
+    anchors_xyxy,
+    encode_boxes,
+    iou_matrix,
+    make_anchors,
+    with_input_size,
+)
 from edge.detection import FRONT_WITHOUT_MASK, LABELS
 from edge.postprocess import select_heads
 from models.training.augment import augment, letterbox
@@ -28,9 +36,6 @@ from models.training.data import IGNORE, Sample, face_mask_split, video_samples,
 from models.training.metrics import ImageResult, average_precision
 from models.training.model import build_detector, load_imagenet_weights
 
-SIZE = ANCHOR_SPEC.input_size
-ANCHORS = make_anchors()
-ANCHOR_BOXES = anchors_xyxy(ANCHORS)
 POS_IOU, NEG_IOU = 0.45, 0.3
 NUM_CLASSES = len(LABELS)
 # front_without_mask faces are 1 in 5 of the front faces in face-mask-853.
@@ -40,8 +45,23 @@ LABEL_WEIGHTS = tf.constant([1.0, 3.0, 1.0])
 TRAIN_CLIPS = ("one-by-one-person-detection.mp4", "classroom.gif")
 
 
+@dataclass(frozen=True)
+class Layout:
+    """The square input side and the anchors on it: what targets are encoded against."""
+
+    size: int
+    anchors: np.ndarray  # (N, 4) cx, cy, w, h
+    anchor_boxes: np.ndarray  # the same as x1, y1, x2, y2
+
+    @classmethod
+    def of(cls, size: int) -> Layout:
+        """The project's anchor levels on a size x size input."""
+        anchors = make_anchors(with_input_size(size))
+        return cls(size, anchors, anchors_xyxy(anchors))
+
+
 def encode_targets(
-    boxes: np.ndarray, labels: np.ndarray, background_classes: tuple[int, ...]
+    layout: Layout, boxes: np.ndarray, labels: np.ndarray, background_classes: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-anchor class targets and weights, box targets and weights for one image.
 
@@ -50,7 +70,7 @@ def encode_targets(
     anchors on ignore regions or between the thresholds carry no class loss. Negatives teach
     only the image's background_classes.
     """
-    n = len(ANCHORS)
+    n = len(layout.anchors)
     cls_t = np.zeros((n, NUM_CLASSES), np.float32)
     cls_w = np.zeros((n, NUM_CLASSES), np.float32)
     box_t = np.zeros((n, 4), np.float32)
@@ -58,7 +78,7 @@ def encode_targets(
     cls_w[:, list(background_classes)] = 1.0
     if len(boxes) == 0:
         return cls_t, cls_w, box_t, box_w
-    ious = iou_matrix(ANCHOR_BOXES, boxes)  # (A, G)
+    ious = iou_matrix(layout.anchor_boxes, boxes)  # (A, G)
     valid = labels >= 0
     best_gt = ious.argmax(axis=1)
     best_iou = ious.max(axis=1)
@@ -78,13 +98,13 @@ def encode_targets(
     gts = best_gt[idx]
     cls_t[idx, labels[gts]] = 1.0
     cls_w[idx] = 1.0  # a positive is a negative for the other two labels
-    box_t[idx] = encode_boxes(boxes[gts], ANCHORS[idx])
+    box_t[idx] = encode_boxes(boxes[gts], layout.anchors[idx])
     box_w[idx] = 1.0
     return cls_t, cls_w, box_t, box_w
 
 
 def mosaic(
-    quarter: list[Sample], rng: np.random.Generator
+    layout: Layout, quarter: list[Sample], rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Four samples, each augmented at half size into one quadrant of the input: heads half as
     big as the plain view gives them, as far-away people on a street camera are.
@@ -92,8 +112,8 @@ def mosaic(
     Each quadrant keeps its own sample's background classes (a face-mask-853 photo never
     teaches face_not_visible as background, also inside a mosaic).
     """
-    half = SIZE // 2
-    canvas = np.zeros((SIZE, SIZE, 3), np.uint8)
+    half = layout.size // 2
+    canvas = np.zeros((layout.size, layout.size, 3), np.uint8)
     boxes, labels = [], []
     for q, s in enumerate(quarter):
         ox, oy = half * (q % 2), half * (q // 2)
@@ -102,8 +122,8 @@ def mosaic(
         boxes.append(b + np.array([ox, oy, ox, oy], np.float32))
         labels.append(lab)
     b, lab = np.concatenate(boxes), np.concatenate(labels)
-    cls_t, cls_w, box_t, box_w = encode_targets(b, lab, tuple(range(NUM_CLASSES)))
-    centres = (ANCHOR_BOXES[:, :2] + ANCHOR_BOXES[:, 2:]) / 2
+    cls_t, cls_w, box_t, box_w = encode_targets(layout, b, lab, tuple(range(NUM_CLASSES)))
+    centres = (layout.anchor_boxes[:, :2] + layout.anchor_boxes[:, 2:]) / 2
     quadrant = (centres[:, 0] >= half).astype(int) + 2 * (centres[:, 1] >= half).astype(int)
     negative = cls_t.sum(axis=1) == 0
     for q, s in enumerate(quarter):
@@ -113,7 +133,12 @@ def mosaic(
 
 
 def batches(
-    samples: list[Sample], batch: int, steps: int, seed: int, mosaic_share: float = 0.0
+    layout: Layout,
+    samples: list[Sample],
+    batch: int,
+    steps: int,
+    seed: int,
+    mosaic_share: float = 0.0,
 ) -> queue.Queue[tuple[np.ndarray, ...] | None]:
     """Produce augmented, encoded batches on a background thread (OpenCV releases the GIL).
 
@@ -137,11 +162,11 @@ def batches(
             items = []
             for _ in range(batch):
                 if rng.random() < mosaic_share:
-                    items.append(mosaic([take() for _ in range(4)], rng))
+                    items.append(mosaic(layout, [take() for _ in range(4)], rng))
                     continue
                 s = take()
-                img, b, lab = augment(s.load_rgb(), s.boxes, s.labels, SIZE, rng, IGNORE)
-                items.append((img, *encode_targets(b, lab, s.background_classes)))
+                img, b, lab = augment(s.load_rgb(), s.boxes, s.labels, layout.size, rng, IGNORE)
+                items.append((img, *encode_targets(layout, b, lab, s.background_classes)))
             out.put(tuple(np.stack(col) for col in zip(*items, strict=True)))
         out.put(None)
 
@@ -158,14 +183,14 @@ def focal_loss(logits: tf.Tensor, target: tf.Tensor, weight: tf.Tensor) -> tf.Te
     return tf.reduce_sum(weight * alpha * tf.pow(1 - p_t, 2.0) * ce)
 
 
-def evaluate(model: keras.Model, samples: list[Sample]) -> dict[str, float]:
+def evaluate(model: keras.Model, layout: Layout, samples: list[Sample]) -> dict[str, float]:
     """Validation AP50 per front class of the float model (letterboxed like the runtime)."""
     results = []
     for s in samples:
-        img, scale = letterbox(s.load_rgb(), SIZE)
+        img, scale = letterbox(s.load_rgb(), layout.size)
         probs, deltas = model(img[None].astype(np.float32), training=False)
         boxes, labels, scores = select_heads(
-            probs[0].numpy(), deltas[0].numpy(), ANCHORS, 0.01, 0.45, 100
+            probs[0].numpy(), deltas[0].numpy(), layout.anchors, 0.01, 0.45, 100
         )
         results.append(
             ImageResult(
@@ -203,7 +228,15 @@ def main() -> None:
     ap.add_argument(
         "--mosaic", type=float, default=0.0, help="share of training views that are 2x2 mosaics"
     )
+    ap.add_argument(
+        "--size",
+        type=int,
+        default=ANCHOR_SPEC.input_size,
+        help="square input side in pixels, a multiple of 32 (the shipped model's is the default)",
+    )
     args = ap.parse_args()
+    if args.size % 32:
+        ap.error(f"--size: {args.size} is not a multiple of 32")
     args.run.mkdir(parents=True, exist_ok=True)
     log = (args.run / "log.txt").open("a")
 
@@ -227,7 +260,8 @@ def main() -> None:
         f"{len(photos)} per epoch) val {len(val)}; video frames {len(videos)} ({args.clips})"
     )
 
-    train_model, export_model, backbone = build_detector(SIZE)
+    layout = Layout.of(args.size)
+    train_model, export_model, backbone = build_detector(args.size)
     state_path = args.run / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"epoch": 0, "best": -1}
     if state["epoch"] > 0:
@@ -288,7 +322,7 @@ def main() -> None:
     for epoch in range(state["epoch"], args.epochs):
         t0 = time.time()
         picked = [videos[i] for i in rng.permutation(len(videos))[: args.video_per_epoch]]
-        q = batches(photos + picked, args.batch, steps_per_epoch, 1000 + epoch, args.mosaic)
+        q = batches(layout, photos + picked, args.batch, steps_per_epoch, 1000 + epoch, args.mosaic)
         losses = []
         for k in range(steps_per_epoch):
             item = q.get()
@@ -304,7 +338,7 @@ def main() -> None:
         msg = f"epoch {epoch + 1}/{args.epochs} cls {mean[0]:.3f} box {mean[1]:.3f} "
         msg += f"{time.time() - t0:.0f}s"
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
-            ap = evaluate(export_model, val)
+            ap = evaluate(export_model, layout, val)
             score = float(np.mean(list(ap.values())))
             msg += " val AP50 " + " ".join(f"{k} {v:.3f}" for k, v in ap.items())
             if score > state["best"]:
