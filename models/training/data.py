@@ -35,6 +35,8 @@ class Sample:
 
     label IGNORE marks a region that is neither positive nor background.
     background_classes: classes whose scores unlabelled anchors of this image teach as 0.
+    absent_classes: classes nobody in the image carries, taught as 0 on every anchor that is
+    not a positive, ignore regions and the margins of labelled heads included.
     """
 
     name: str
@@ -42,6 +44,7 @@ class Sample:
     labels: np.ndarray
     background_classes: tuple[int, ...]
     image_path: Path | None = None
+    absent_classes: tuple[int, ...] = ()
     image: np.ndarray | None = field(default=None, repr=False)
 
     def load_rgb(self) -> np.ndarray:
@@ -103,8 +106,12 @@ def write_split(path: Path, train: list[Sample], val: list[Sample]) -> None:
     )
 
 
-def video_samples(clip: Path, every_n: int) -> list[Sample]:
-    """Teacher-labelled frames of one clip (see teacher.py), decoded into memory once."""
+def video_samples(clip: Path, every_n: int, mask_absent: bool = False) -> list[Sample]:
+    """Teacher-labelled frames of one clip (see teacher.py), decoded into memory once.
+
+    mask_absent: nobody in the clip wears a mask (true of every clip in ../shared/videos), so
+    front_with_mask is taught as 0 even on the teacher's ignore regions.
+    """
     from models.training.teacher import label_clip
 
     frames = label_clip(clip, every_n=every_n)
@@ -133,6 +140,9 @@ def video_samples(clip: Path, every_n: int) -> list[Sample]:
                 # classes here; nobody in these clips wears a mask.
                 background_classes=(FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE),
                 image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
+                # So a head the teacher could not label (cut by the frame edge, turned side-on)
+                # is still no mask: dark, blurred backs of heads were read as masks otherwise.
+                absent_classes=(FRONT_WITH_MASK,) if mask_absent else (),
             )
         )
     cap.release()

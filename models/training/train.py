@@ -61,14 +61,19 @@ class Layout:
 
 
 def encode_targets(
-    layout: Layout, boxes: np.ndarray, labels: np.ndarray, background_classes: tuple[int, ...]
+    layout: Layout,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    background_classes: tuple[int, ...],
+    absent_classes: tuple[int, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-anchor class targets and weights, box targets and weights for one image.
 
     An anchor is positive for a labelled head when IoU >= POS_IOU (and every head gets its best
     anchor, so tiny heads are never unmatched); negative when IoU < NEG_IOU with every head;
     anchors on ignore regions or between the thresholds carry no class loss. Negatives teach
-    only the image's background_classes.
+    only the image's background_classes. absent_classes (labels nobody in the image carries)
+    are taught as 0 on every anchor that is not a positive, ignore regions included.
     """
     n = len(layout.anchors)
     cls_t = np.zeros((n, NUM_CLASSES), np.float32)
@@ -77,6 +82,7 @@ def encode_targets(
     box_w = np.zeros(n, np.float32)
     cls_w[:, list(background_classes)] = 1.0
     if len(boxes) == 0:
+        cls_w[:, list(absent_classes)] = 1.0
         return cls_t, cls_w, box_t, box_w
     ious = iou_matrix(layout.anchor_boxes, boxes)  # (A, G)
     valid = labels >= 0
@@ -100,6 +106,7 @@ def encode_targets(
     cls_w[idx] = 1.0  # a positive is a negative for the other two labels
     box_t[idx] = encode_boxes(boxes[gts], layout.anchors[idx])
     box_w[idx] = 1.0
+    cls_w[:, list(absent_classes)] = 1.0  # positives carry target 0 for them already
     return cls_t, cls_w, box_t, box_w
 
 
@@ -129,6 +136,8 @@ def mosaic(
     for q, s in enumerate(quarter):
         for c in set(range(NUM_CLASSES)) - set(s.background_classes):
             cls_w[(quadrant == q) & negative, c] = 0.0
+        for c in s.absent_classes:
+            cls_w[(quadrant == q) & negative, c] = 1.0
     return canvas, cls_t, cls_w, box_t, box_w
 
 
@@ -166,7 +175,9 @@ def batches(
                     continue
                 s = take()
                 img, b, lab = augment(s.load_rgb(), s.boxes, s.labels, layout.size, rng, IGNORE)
-                items.append((img, *encode_targets(layout, b, lab, s.background_classes)))
+                items.append(
+                    (img, *encode_targets(layout, b, lab, s.background_classes, s.absent_classes))
+                )
             out.put(tuple(np.stack(col) for col in zip(*items, strict=True)))
         out.put(None)
 
@@ -229,6 +240,12 @@ def main() -> None:
         "--mosaic", type=float, default=0.0, help="share of training views that are 2x2 mosaics"
     )
     ap.add_argument(
+        "--mask-absent",
+        action="store_true",
+        help="teach front_with_mask as 0 on the clips' ignore regions too (nobody in them wears "
+        "a mask)",
+    )
+    ap.add_argument(
         "--size",
         type=int,
         default=ANCHOR_SPEC.input_size,
@@ -252,7 +269,7 @@ def main() -> None:
     for clip in args.clips.split(","):
         if clip not in TRAIN_CLIPS:
             ap.error(f"--clips: {clip} is not a training clip ({', '.join(TRAIN_CLIPS)})")
-        videos += video_samples(args.shared / "videos" / clip, args.video_every_n)
+        videos += video_samples(args.shared / "videos" / clip, args.video_every_n, args.mask_absent)
     unmasked = [s for s in train if (s.labels == FRONT_WITHOUT_MASK).any()]
     photos = train + unmasked * (args.no_mask_repeat - 1)
     say(
