@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_DIR ?= demo-out
 TRAIN_VENV ?= .venv-train
 
-.PHONY: setup system-deps demo test lint bench model edgetpu eval-model eval-tracking deb deb-all clean \
+.PHONY: setup system-deps demo test lint bench bench-tflite model edgetpu eval-model eval-tracking deb deb-all clean \
   docs docs-image
 
 # Debian / Raspberry Pi OS packages the project needs: a broker for the demo and the tests,
@@ -49,6 +49,18 @@ lint: setup
 BENCH_ARGS ?=
 bench: setup
 	$(BIN)/python -m edge.bench $(BENCH_ARGS)
+
+# The same bench under tflite-runtime 2.14, the interpreter Coral's Edge TPU delegate is built
+# against, in a venv of its own: it needs numpy<2 and has no wheels past Python 3.11.
+TFLITE_VENV ?= .venv-tflite
+$(TFLITE_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TFLITE_VENV)
+	$(TFLITE_VENV)/bin/pip install -q --upgrade pip
+	$(TFLITE_VENV)/bin/pip install -q -e '.[tflite]'
+	touch $@
+
+bench-tflite: system-deps $(TFLITE_VENV)/.installed
+	$(TFLITE_VENV)/bin/python -m edge.bench --runtime tflite_runtime --frames 100 $(BENCH_ARGS)
 
 # The configuration reference and the JSON schema, generated from the config models
 # (tests/test_docs.py fails while the committed files differ from what the code generates).
