@@ -14,9 +14,10 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import tensorflow as tf
 from tensorflow import keras
@@ -29,7 +30,7 @@ from edge.anchors import (
     make_anchors,
     with_input_size,
 )
-from edge.detection import FRONT_WITHOUT_MASK, LABELS
+from edge.detection import FACE_NOT_VISIBLE, FRONT_WITHOUT_MASK, LABELS
 from edge.postprocess import select_heads
 from models.training.augment import augment, letterbox
 from models.training.data import IGNORE, Sample, face_mask_split, video_samples, write_split
@@ -141,6 +142,75 @@ def mosaic(
     return canvas, cls_t, cls_w, box_t, box_w
 
 
+@dataclass(frozen=True)
+class HeadCrop:
+    """A teacher-labelled back of a head with its surroundings, for pasting into photos."""
+
+    image: np.ndarray  # RGB
+    box: np.ndarray  # the head inside image, x1, y1, x2, y2
+
+
+def head_bank(videos: list[Sample], limit: int, rng: np.random.Generator) -> list[HeadCrop]:
+    """Up to `limit` face_not_visible heads from the clips, each with half a head of context."""
+    found = [(s, b) for s in videos for b, lab in zip(s.boxes, s.labels, strict=True)
+             if lab == FACE_NOT_VISIBLE]
+    out = []
+    for i in rng.permutation(len(found))[:limit]:
+        s, b = found[i]
+        image = s.load_rgb()
+        w, h = b[2] - b[0], b[3] - b[1]
+        x1, y1 = max(0, int(b[0] - w / 2)), max(0, int(b[1] - h / 2))
+        x2 = min(image.shape[1], int(b[2] + w / 2))
+        y2 = min(image.shape[0], int(b[3] + h / 2))
+        out.append(HeadCrop(image[y1:y2, x1:x2].copy(), b - np.array([x1, y1, x1, y1])))
+    return out
+
+
+def paste_heads(s: Sample, bank: list[HeadCrop], rng: np.random.Generator) -> Sample:
+    """The photo with one or two backs of heads pasted in (soft-edged), labelled as such.
+
+    The clips hold the only backs of heads, all in two rooms: pasted onto street and crowd
+    photos they are seen against other backgrounds, so the label cannot lean on the room.
+    """
+    image = s.load_rgb().copy()
+    ih, iw = image.shape[:2]
+    boxes, labels = [s.boxes], [s.labels]
+    taken = [b for b in s.boxes]
+    for _ in range(int(rng.integers(1, 3))):
+        crop = bank[int(rng.integers(len(bank)))]
+        head_h = crop.box[3] - crop.box[1]
+        scale = rng.uniform(0.05, 0.25) * ih / max(head_h, 1.0)
+        ch, cw = (max(2, round(v * scale)) for v in crop.image.shape[:2])
+        if ch >= ih or cw >= iw:
+            continue
+        head = crop.box * scale
+        # A few tries for a place clear of every labelled face (a face under a pasted head
+        # would keep its label while no longer visible).
+        for _ in range(5):
+            x, y = int(rng.integers(0, iw - cw)), int(rng.integers(0, ih - ch))
+            placed = head + np.array([x, y, x, y])
+            if not taken or iou_matrix(placed[None], np.array(taken)).max() == 0:
+                break
+        else:
+            continue
+        patch = cv2.resize(crop.image, (cw, ch), interpolation=cv2.INTER_AREA)
+        # Soft ellipse a little larger than the head: the hair edge comes along, the room's
+        # wall mostly does not.
+        alpha = np.zeros((ch, cw), np.float32)
+        centre = (round((head[0] + head[2]) / 2), round((head[1] + head[3]) / 2))
+        axes = (round((head[2] - head[0]) * 0.6), round((head[3] - head[1]) * 0.6))
+        cv2.ellipse(alpha, centre, axes, 0, 0, 360, 1.0, -1)
+        alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, min(axes) / 4))[..., None]
+        region = image[y : y + ch, x : x + cw].astype(np.float32)
+        image[y : y + ch, x : x + cw] = (alpha * patch + (1 - alpha) * region).astype(np.uint8)
+        boxes.append(placed[None].astype(np.float32))
+        labels.append(np.array([FACE_NOT_VISIBLE]))
+        taken.append(placed)
+    return replace(
+        s, boxes=np.concatenate(boxes), labels=np.concatenate(labels), image=image
+    )
+
+
 def batches(
     layout: Layout,
     samples: list[Sample],
@@ -148,6 +218,8 @@ def batches(
     steps: int,
     seed: int,
     mosaic_share: float = 0.0,
+    bank: list[HeadCrop] | None = None,
+    paste_share: float = 0.0,
 ) -> queue.Queue[tuple[np.ndarray, ...] | None]:
     """Produce augmented, encoded batches on a background thread (OpenCV releases the GIL).
 
@@ -165,7 +237,11 @@ def batches(
             if pos >= len(order):
                 order, pos = rng.permutation(len(samples)), 0
             pos += 1
-            return samples[order[pos - 1]]
+            s = samples[order[pos - 1]]
+            # Photos only: their background never teaches face_not_visible.
+            if bank and FACE_NOT_VISIBLE not in s.background_classes and rng.random() < paste_share:
+                s = paste_heads(s, bank, rng)
+            return s
 
         for _ in range(steps):
             items = []
@@ -240,6 +316,12 @@ def main() -> None:
         "--mosaic", type=float, default=0.0, help="share of training views that are 2x2 mosaics"
     )
     ap.add_argument(
+        "--paste-heads",
+        type=float,
+        default=0.0,
+        help="share of photo views that get backs of heads from the clips pasted in",
+    )
+    ap.add_argument(
         "--mask-absent",
         action="store_true",
         help="teach front_with_mask as 0 on the clips' ignore regions too (nobody in them wears "
@@ -270,6 +352,7 @@ def main() -> None:
         if clip not in TRAIN_CLIPS:
             ap.error(f"--clips: {clip} is not a training clip ({', '.join(TRAIN_CLIPS)})")
         videos += video_samples(args.shared / "videos" / clip, args.video_every_n, args.mask_absent)
+    bank = head_bank(videos, 600, np.random.default_rng(7)) if args.paste_heads > 0 else []
     unmasked = [s for s in train if (s.labels == FRONT_WITHOUT_MASK).any()]
     photos = train + unmasked * (args.no_mask_repeat - 1)
     say(
@@ -339,7 +422,16 @@ def main() -> None:
     for epoch in range(state["epoch"], args.epochs):
         t0 = time.time()
         picked = [videos[i] for i in rng.permutation(len(videos))[: args.video_per_epoch]]
-        q = batches(layout, photos + picked, args.batch, steps_per_epoch, 1000 + epoch, args.mosaic)
+        q = batches(
+            layout,
+            photos + picked,
+            args.batch,
+            steps_per_epoch,
+            1000 + epoch,
+            args.mosaic,
+            bank,
+            args.paste_heads,
+        )
         losses = []
         for k in range(steps_per_epoch):
             item = q.get()
