@@ -7,8 +7,6 @@ every frame, so converting them all to float would be most of the post-processin
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from edge.anchors import decode_boxes, iou_matrix
@@ -58,7 +56,6 @@ def dequantize(raw: np.ndarray, quantization: Quantization) -> np.ndarray:
     return (raw.astype(np.float32) - zero) * np.float32(scale)
 
 
-@functools.lru_cache(maxsize=16)  # one model, one threshold: computed once, not per frame
 def quantized_threshold(threshold: float, quantization: Quantization, dtype: np.dtype) -> int:
     """The smallest raw value of dtype whose dequantised value is >= threshold.
 

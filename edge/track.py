@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import scipy
 
+from edge.anchors import iou_matrix
 from edge.config.tracker import TrackerConfig
 from edge.detection import Detection
 
@@ -147,19 +148,6 @@ class _Track:
         return EndedTrack(self.track_id, self.confirmed, self.first_seen, self.last_seen, self.hits)
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in a (N, 4) with every box in b (M, 4), boxes as x1, y1, x2, y2."""
-    # Both corners at once on (N, M, 2) arrays: half the numpy calls of per-axis code, which
-    # matters at 10 x 10, where each call costs more than its arithmetic.
-    wh = np.minimum(a[:, None, 2:], b[None, :, 2:]) - np.maximum(a[:, None, :2], b[None, :, :2])
-    np.maximum(wh, 0.0, out=wh)
-    inter = wh[..., 0] * wh[..., 1]
-    size_a = a[:, 2:] - a[:, :2]
-    size_b = b[:, 2:] - b[:, :2]
-    union = (size_a[:, 0] * size_a[:, 1])[:, None] + size_b[:, 0] * size_b[:, 1] - inter
-    return inter / np.maximum(union, 1e-9)
-
-
 class Tracker:
     """Online multi-head tracker; feed it every frame, in time order."""
 
@@ -201,7 +189,7 @@ class Tracker:
         det_taken = ~usable
         matched = np.zeros(n, dtype=bool)
         if n and m:
-            iou = _iou_matrix(self._boxes(), boxes)
+            iou = iou_matrix(self._boxes(), boxes)
             rows, cols = self._associate(boxes, iou, high, usable & ~high, timestamp)
             if len(rows):
                 self._correct(rows, boxes[cols])
@@ -387,24 +375,21 @@ class Tracker:
         ph = pos[:, 3]
         dh = np.maximum(boxes[:, 3] - boxes[:, 1], _MIN_SIZE)
         scale = np.sqrt(ph[:, None] * dh[None, :])
-        dcx = pos[:, None, 0] - (boxes[None, :, 0] + boxes[None, :, 2]) * 0.5
-        dcy = pos[:, None, 1] - (boxes[None, :, 1] + boxes[None, :, 3]) * 0.5
-        dist = np.sqrt(dcx * dcx + dcy * dcy)
+        near = cfg.distance_gate * scale
+        centres = (boxes[:, :2] + boxes[:, 2:]) * 0.5
+        d = pos[:, None, :2] - centres[None, :, :]
+        dist = np.sqrt((d * d).sum(axis=2))
         unseen = timestamp - self._last_seen
         speed = np.sqrt(vel[:, 0] ** 2 + vel[:, 1] ** 2)
-        reach = (
-            cfg.distance_gate * scale
-            + ((cfg.speed_gate * speed + cfg.gate_growth * ph) * unseen)[:, None]
-        )
+        reach = near + ((cfg.speed_gate * speed + cfg.gate_growth * ph) * unseen)[:, None]
         ratio = np.maximum(ph[:, None], dh[None, :]) / np.minimum(ph[:, None], dh[None, :])
         within = dist / reach
         # Someone who stopped while unseen is where they were last seen, while the
         # constant-velocity prediction carries on: a detection within distance_gate of the
         # last detection (no growth with time) is in reach too.
-        last = self._last_box
-        lcx = (last[:, None, 0] + last[:, None, 2] - boxes[None, :, 0] - boxes[None, :, 2]) * 0.5
-        lcy = (last[:, None, 1] + last[:, None, 3] - boxes[None, :, 1] - boxes[None, :, 3]) * 0.5
-        np.minimum(within, np.sqrt(lcx * lcx + lcy * lcy) / (cfg.distance_gate * scale), out=within)
+        last = (self._last_box[:, :2] + self._last_box[:, 2:]) * 0.5
+        d = last[:, None, :] - centres[None, :, :]
+        np.minimum(within, np.sqrt((d * d).sum(axis=2)) / near, out=within)
         return np.where((within <= 1.0) & (ratio <= cfg.max_size_ratio), within, _FORBIDDEN)
 
     @staticmethod
