@@ -134,8 +134,8 @@ class Daemon:
                     self.segments[name] = frame.segment
                 result = self.pipelines[name].process(frame.image, frame.timestamp)
                 self.in_view.set(name, sum(head.confirmed for head in result.heads))
-                if result.detected:
-                    self.stats.add_inference(self.detector.last_invoke_ms)
+                for ms in result.inference_ms:  # one per tile
+                    self.stats.add_inference(ms)
                 self.last_frame_at[name] = now
                 frames_since_status += 1
             now = time.monotonic()

@@ -43,6 +43,8 @@ class FrameResult:
     heads: list[TrackedHead]
     people: list[PersonEvent] = field(default_factory=list)
     detected: bool = False
+    # Invoke time (ms) of each inference the frame took: one per tile, none when skipped.
+    inference_ms: list[float] = field(default_factory=list)
 
 
 class CameraPipeline:
@@ -80,9 +82,10 @@ class CameraPipeline:
         if detect_now and self.motion is not None and not self._motion_or_refresh(image, timestamp):
             detect_now = False
             self.still_frames += 1
+        inference_ms: list[float] = []
         if detect_now:
             self._last_detect = timestamp
-            update = self.tracker.update(self.detect(image), timestamp)
+            update = self.tracker.update(self.detect(image, inference_ms), timestamp)
         else:
             update = self.tracker.predict(timestamp)
         h, w = image.shape[:2]
@@ -90,20 +93,29 @@ class CameraPipeline:
             if head.detection is not None:
                 self.decider.look(head.track_id, head.detection, w, h)
         people = self._end(update.ended)
-        return FrameResult(update.heads, people, detect_now)
+        return FrameResult(update.heads, people, detect_now, inference_ms)
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Heads in the frame: the whole frame at once, or tile by tile when configured."""
+    def detect(self, image: np.ndarray, inference_ms: list[float] | None = None) -> list[Detection]:
+        """Heads in the frame: the whole frame at once, or tile by tile when configured.
+
+        Each inference's invoke time is appended to inference_ms when given (the daemon's
+        `inference_ms` stat is a mean per inference, so every tile counts).
+        """
+
+        def detect_one(view: np.ndarray) -> list[Detection]:
+            found = self.detector.detect(view)
+            if inference_ms is not None:
+                inference_ms.append(self.detector.last_invoke_ms)
+            return found
+
         tiles = self.camera.tiles
         if tiles.columns == 1 and tiles.rows == 1:
-            return self.detector.detect(image)
+            return detect_one(image)
         h, w = image.shape[:2]
         if self._windows_for != (w, h):
             self._windows = tile_windows(w, h, tiles.columns, tiles.rows, tiles.overlap)
             self._windows_for = (w, h)
-        return detect_tiled(
-            self.detector.detect, image, self._windows, self.detector.config.nms_iou
-        )
+        return detect_tiled(detect_one, image, self._windows, self.detector.config.nms_iou)
 
     def _motion_or_refresh(self, image: np.ndarray, timestamp: float) -> bool:
         """Motion gating: detect when something moved, or when a tracked head is due a look.
