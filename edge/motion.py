@@ -61,8 +61,4 @@ class MotionGate:
         changed = np.count_nonzero(cv2.absdiff(thumb, self._background) > self.config.threshold)
         cv2.accumulateWeighted(thumb, self._background, BACKGROUND_ALPHA)
         self.changed_pct = 100.0 * changed / thumb.size
-        return self.changed_pct >= self.config.min_area_pct
-
-    def reset(self) -> None:
-        """Forget the background (after a capture gap the old picture means nothing)."""
-        self._background = None
+        return bool(self.changed_pct >= self.config.min_area_pct)
