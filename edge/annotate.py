@@ -51,7 +51,7 @@ def draw(frame: np.ndarray, heads: list[TrackedHead], decider: Decider, people: 
 
 def open_writer(path: Path, fps: float, width: int, height: int) -> cv2.VideoWriter:
     """An mp4v writer (OpenCV's pip wheels cannot write H.264)."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
         raise OSError(f"{path}: cannot write video")
     return writer

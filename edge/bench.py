@@ -695,8 +695,8 @@ def soak(video: Path, config: Config, detector: Detector, reporting: Reporting,
     last_hour = hour_of(clock(position), config.totals.zoneinfo)
     ledger.tick(last_hour.end + timedelta(seconds=HOUR_CLOSE_DELAY_S + 1))
     delivered = reporting.close(FLUSH_TIMEOUT_S)
-    rss = [p["rss_mb"] for p in curve]
-    after_warmup = rss[1:] or rss
+    rss_curve = [p["rss_mb"] for p in curve]
+    after_warmup = rss_curve[1:] or rss_curve
     return {
         "footage_hours": round(total_frames / fps / 3600.0, 3),
         "frames": total_frames,

@@ -668,8 +668,10 @@ class Capture:
 
     def _stream(self, cap: cv2.VideoCapture | Picamera2Reader) -> tuple[str, str]:
         """Read frames from an open source until it fails, ends or the capture is stopped."""
-        is_file = not self.live
-        file_fps = self._file_fps(cap) if is_file else 0.0
+        # Files open through OpenCV only; picamera2 is always live.
+        file_cap = cap if not self.live and isinstance(cap, cv2.VideoCapture) else None
+        is_file = file_cap is not None
+        file_fps = self._file_fps(file_cap) if file_cap is not None else 0.0
         realtime = is_file and self.pacing == "realtime"
         index = 0
         last_timestamp = 0.0
@@ -710,8 +712,8 @@ class Capture:
                 with self._lock:
                     self._next_backoff_s = self.config.reconnect_initial_s
                     self.backoff_s = 0.0
-            if is_file:
-                timestamp = self._file_timestamp(cap, index, file_fps)
+            if file_cap is not None:
+                timestamp = self._file_timestamp(file_cap, index, file_fps)
                 frame_index = index
                 freeze_t = self._media_offset + timestamp
             else:

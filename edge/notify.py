@@ -26,7 +26,7 @@ def _send_raw(message: str) -> bool:
 
 
 try:
-    from systemd import daemon as _systemd_daemon  # type: ignore[import-not-found]
+    from systemd import daemon as _systemd_daemon  # type: ignore[import-not-found,attr-defined,unused-ignore]
 
     def notify(message: str) -> bool:
         """Send one notification (e.g. "READY=1") to systemd; False when not under systemd."""
