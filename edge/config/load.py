@@ -262,7 +262,7 @@ def _null_sections_to_defaults(data: dict[Any, Any], model: type[BaseModel]) -> 
         if field is None:
             out[key] = value
             continue
-        section = _as_model(field.annotation) if _is_plain_model(field.annotation) else None
+        section = as_model(field.annotation) if _is_plain_model(field.annotation) else None
         item_model = _list_item_model(field.annotation)
         if section is not None and value is None:
             continue
@@ -389,7 +389,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     """The pydantic model that validates the mapping at loc, or None if loc leaves the models."""
     annotation: Any = Config
     for part in loc:
-        model = _as_model(annotation)
+        model = as_model(annotation)
         if model is not None and isinstance(part, str) and part in model.model_fields:
             annotation = model.model_fields[part].annotation
             continue
@@ -399,7 +399,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
             annotation = args[0]
             continue
         return None
-    return _as_model(annotation)
+    return as_model(annotation)
 
 
 def strip_optional(annotation: Any) -> Any:
@@ -411,7 +411,7 @@ def strip_optional(annotation: Any) -> Any:
     return annotation
 
 
-def _as_model(annotation: Any) -> type[BaseModel] | None:
+def as_model(annotation: Any) -> type[BaseModel] | None:
     """The BaseModel subclass an annotation names (through Optional), else None."""
     annotation = strip_optional(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from edge.config.load import strip_optional
+from edge.config.load import as_model, strip_optional
 from edge.config.root import Config
 
 HEADER = """\
@@ -133,9 +133,7 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     plain = strip_optional(annotation)
     if _is_list(plain):
         (plain,) = typing.get_args(plain) or (None,)
-    if isinstance(plain, type) and issubclass(plain, BaseModel):
-        return plain
-    return None
+    return as_model(plain)
 
 
 def _default(field: FieldInfo) -> str:
