@@ -230,12 +230,7 @@ class Tracker:
         No track misses a detection here and none ends; only update() decides that.
         """
         self._advance(timestamp)
-        boxes = self._boxes().tolist()
-        heads = [
-            TrackedHead(t.track_id, tuple(b), None, t.confirmed)  # type: ignore[arg-type]
-            for t, b in zip(self._tracks, boxes, strict=True)
-        ]
-        return TrackUpdate(heads, [])
+        return TrackUpdate(self._heads(detected=False), [])
 
     def finish(self) -> list[EndedTrack]:
         """End every live track (shutdown or end of stream) and free all their state."""
@@ -447,10 +442,14 @@ class Tracker:
         self._last_seen = self._last_seen[keep]
         self._last_box = self._last_box[keep]
 
-    def _heads(self) -> list[TrackedHead]:
-        """The TrackedHead of every live track on this frame, with its filtered box."""
+    def _heads(self, detected: bool = True) -> list[TrackedHead]:
+        """The TrackedHead of every live track on this frame, with its filtered box.
+
+        detected=False (a frame the detector skipped): no head carries a detection, not even
+        the one its track matched on the last detected frame.
+        """
         boxes = self._boxes().tolist()
         return [
-            TrackedHead(t.track_id, tuple(b), t.detection, t.confirmed)  # type: ignore[arg-type]
+            TrackedHead(t.track_id, tuple(b), t.detection if detected else None, t.confirmed)
             for t, b in zip(self._tracks, boxes, strict=True)
         ]
