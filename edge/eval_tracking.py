@@ -39,16 +39,15 @@ import io
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-import edge.mot
 from edge.config.tracker import TrackerConfig
 from edge.detection import FACE_NOT_VISIBLE, Detection
-from edge.mot import read_detections, track_mot
+from edge.mot import TrackerFactory, read_detections, track_mot
 from edge.track import Tracker, TrackUpdate
 
 # motmetrics 1.4 still calls np.asfarray, which numpy 2 removed.
@@ -150,21 +149,14 @@ class EveryNthFrameTracker(Tracker):
         return super().update(list(detections), timestamp)
 
 
-@contextlib.contextmanager
-def detecting_every(every: int) -> Iterator[None]:
-    """Make track_mot's tracker detect on every n-th frame only, inside the block.
+def tracker_factory(every: int) -> TrackerFactory:
+    """What builds maskwatch's tracker when it detects on every n-th frame only.
 
-    track_mot builds its own Tracker; for every > 1 it gets an EveryNthFrameTracker instead.
+    every == 1 is the plain Tracker, the one `maskwatch track --mot` runs.
     """
     if every == 1:
-        yield
-        return
-    original = edge.mot.Tracker
-    edge.mot.Tracker = functools.partial(EveryNthFrameTracker, every=every)  # type: ignore[misc]
-    try:
-        yield
-    finally:
-        edge.mot.Tracker = original  # type: ignore[misc]
+        return Tracker
+    return functools.partial(EveryNthFrameTracker, every=every)
 
 
 def run_maskwatch(
@@ -175,8 +167,7 @@ def run_maskwatch(
     every > 1: the tracker sees the detections of every n-th frame only (EveryNthFrameTracker).
     """
     out = io.StringIO()
-    with detecting_every(every):
-        track_mot(seq.det_path, seq.fps, 0.0, out, config)
+    track_mot(seq.det_path, seq.fps, 0.0, out, config, make_tracker=tracker_factory(every))
     rows = []
     for line in out.getvalue().splitlines():
         c = line.split(",")
@@ -210,6 +201,8 @@ def run_norfair(seq: Sequence) -> Result:
         objects = tracker.update(detections=inputs)
         spent += time.perf_counter() - start
         for obj in objects:
+            if obj.id is None:  # norfair returns initialised objects only; ids are set there
+                continue
             (x1, y1), (x2, y2) = obj.estimate
             rows.append((frame, int(obj.id), x1, y1, x2 - x1, y2 - y1))
     return Result(rows, 1000.0 * spent / seq.length)

@@ -18,6 +18,7 @@ decision.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -29,6 +30,11 @@ from edge.track import Tracker
 
 class MotFormatError(ValueError):
     """A detection file line that is not a valid MOTChallenge detection row."""
+
+
+# Builds the tracker track_mot runs from its settings: the Tracker class itself, or a variant
+# (a subclass, a functools.partial of one) that a benchmark wants to compare.
+TrackerFactory = Callable[[TrackerConfig], Tracker]
 
 
 # Longest gap (s) between two detections of a track that is filled by interpolation. A person
@@ -119,6 +125,8 @@ def track_mot(
     out: TextIO,
     config: TrackerConfig | None = None,
     fill_gap_s: float = FILL_GAP_S,
+    *,
+    make_tracker: TrackerFactory = Tracker,
 ) -> int:
     """Track the detections of `det_path` and write confirmed tracks as MOTChallenge rows.
 
@@ -129,6 +137,7 @@ def track_mot(
         out: where the rows go, sorted by frame then id.
         config: tracker settings; the daemon's defaults when None.
         fill_gap_s: longest gap (s) between two detections of a track filled by interpolation.
+        make_tracker: builds the tracker from the settings; the daemon's Tracker by default.
 
     Returns:
         The number of distinct ids written: the people counted.
@@ -140,7 +149,7 @@ def track_mot(
     if not fps > 0 or not math.isfinite(fps):
         raise ValueError(f"--fps must be a positive number, got {fps!r}")
     frames = read_detections(det_path, min_score)
-    tracker = Tracker(config or TrackerConfig())
+    tracker = make_tracker(config or TrackerConfig())
     rows: list[tuple[int, int, tuple[float, float, float, float]]] = []
     pending: dict[int, _Pending] = {}
     people: set[int] = set()

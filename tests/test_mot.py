@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from edge.config.tracker import TrackerConfig
+from edge.eval_tracking import EveryNthFrameTracker, tracker_factory
 from edge.mot import MotFormatError, read_detections, track_mot
+from edge.track import Tracker
 
 MOT15 = Path(__file__).resolve().parents[1].parent / "shared" / "tracking" / "MOT15" / "train"
 
@@ -106,6 +108,46 @@ def test_same_defaults_as_the_daemon(tmp_path: Path) -> None:
     track_mot(path, 25.0, 0.0, a)
     track_mot(path, 25.0, 0.0, b, TrackerConfig())
     assert a.getvalue() == b.getvalue()
+
+
+def test_builds_its_tracker_with_make_tracker(tmp_path: Path) -> None:
+    """The tracker comes from make_tracker, called once with the settings given."""
+    path = write_dets(tmp_path / "det.txt", two_walkers())
+    config = TrackerConfig(max_age_s=3.0)
+    built: list[tuple[TrackerConfig, Tracker]] = []
+
+    def make_tracker(settings: TrackerConfig) -> Tracker:
+        """A plain Tracker, remembered with the settings it was built from."""
+        tracker = Tracker(settings)
+        built.append((settings, tracker))
+        return tracker
+
+    explicit, default = io.StringIO(), io.StringIO()
+    track_mot(path, 25.0, 0.0, explicit, config, make_tracker=make_tracker)
+    track_mot(path, 25.0, 0.0, default, config)
+    assert [settings for settings, _ in built] == [config]
+    # The same Tracker passed explicitly tracks exactly as the default.
+    assert explicit.getvalue() == default.getvalue()
+
+
+def test_every_nth_frame_tracker_is_passed_not_patched_in(tmp_path: Path) -> None:
+    """eval_tracking's detect-every-n variant reaches track_mot as make_tracker."""
+    path = write_dets(tmp_path / "det.txt", two_walkers())
+    assert tracker_factory(1) is Tracker
+    built: list[Tracker] = []
+
+    def make_tracker(settings: TrackerConfig) -> Tracker:
+        """tracker_factory(3)'s tracker, remembered."""
+        built.append(tracker_factory(3)(settings))
+        return built[-1]
+
+    every_third, every_frame = io.StringIO(), io.StringIO()
+    assert track_mot(path, 25.0, 0.0, every_third, make_tracker=make_tracker) == 2
+    track_mot(path, 25.0, 0.0, every_frame)
+    assert len(built) == 1 and isinstance(built[0], EveryNthFrameTracker)
+    assert built[0].every == 3
+    # Frames between detections are predicted, so the boxes differ from detecting every frame.
+    assert every_third.getvalue() != every_frame.getvalue()
 
 
 @pytest.mark.parametrize(
