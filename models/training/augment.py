@@ -103,7 +103,11 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.35:  # down-and-up scaling: a low-resolution sensor or a digital zoom
         h, w = img.shape[:2]
         f = rng.uniform(0.35, 0.8)
-        small = cv2.resize(img, (max(1, int(w * f)), max(1, int(h * f))), cv2.INTER_AREA)
+        # Bilinear both ways, as the shipped model was trained (an INTER_AREA once passed
+        # positionally landed in resize's dst argument and was ignored).
+        small = cv2.resize(
+            img, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_LINEAR
+        )
         img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.3:  # focus and motion blur
         if rng.random() < 0.5:
@@ -122,8 +126,9 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.4:  # compression artefacts of a cheap encoder
         q = int(rng.integers(20, 75))
         ok, enc = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])
-        if ok:
-            img = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imdecode(enc, cv2.IMREAD_UNCHANGED) if ok else None
+        if decoded is not None:
+            img = decoded
     return img
 
 
