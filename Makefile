@@ -43,6 +43,7 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check edge tests models
+	$(BIN)/mypy edge tests models
 
 # `make bench BENCH_ARGS="--json --video CLIP --detect-every 2 --motion"`; a one-hour memory soak:
 # `make bench BENCH_ARGS="--soak-hours 1"` (see BENCHMARKS.md).

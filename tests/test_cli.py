@@ -224,7 +224,9 @@ def test_detect_prints_one_json_line_per_image(tmp_path: Path) -> None:
     assert [r["image"] for r in records] == listed
     for record, path in zip(records, images, strict=True):
         assert set(record) == {"image", "detections"}, record
-        height, width = cv2.imread(str(path)).shape[:2]
+        image = cv2.imread(str(path))
+        assert image is not None
+        height, width = image.shape[:2]
         detections = record["detections"]
         assert isinstance(detections, list)
         # With no score threshold any model proposes heads, at most max_detections of them.
@@ -242,8 +244,12 @@ def test_detect_with_the_default_threshold(tmp_path: Path) -> None:
     records = parse_json_lines(result.stdout)
     assert len(records) == len(images)
     for record, path in zip(records, images, strict=True):
-        height, width = cv2.imread(str(path)).shape[:2]
-        for det in record["detections"]:  # type: ignore[union-attr]
+        image = cv2.imread(str(path))
+        assert image is not None
+        height, width = image.shape[:2]
+        detections = record["detections"]
+        assert isinstance(detections, list)
+        for det in detections:
             assert_detection_sane(det, width, height, floor=0.35)
 
 

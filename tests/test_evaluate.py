@@ -6,6 +6,7 @@ trained model) skip with the reason when it is absent.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -50,7 +51,7 @@ def need(path: Path) -> None:
         pytest.skip(f"{path} is absent (third-party data kept in ../shared, or not trained yet)")
 
 
-def sample(boxes: list[list[float]], labels: list[int]) -> Sample:
+def sample(boxes: Sequence[Sequence[float]], labels: list[int]) -> Sample:
     """A ground-truth image without pixels."""
     return Sample(
         name="constructed",
@@ -60,7 +61,7 @@ def sample(boxes: list[list[float]], labels: list[int]) -> Sample:
     )
 
 
-def dets(boxes: list[list[float]], labels: list[int], scores: list[float]) -> Dets:
+def dets(boxes: Sequence[Sequence[float]], labels: list[int], scores: list[float]) -> Dets:
     """Detections without class pairs (p_mask nan)."""
     return Dets(
         np.array(boxes, np.float32).reshape(-1, 4),

@@ -210,6 +210,7 @@ def test_snapshot_writes_the_requested_frame_annotated_and_nothing_else(
     png = work / "frame.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     snapshot = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+    assert snapshot is not None
     frames = decoded_frames(inputs / "clip.mp4")
     assert len(frames) == CLIP_FRAMES
     height, width = frames[0].shape[:2]
@@ -272,7 +273,7 @@ def test_street_config_counts_people_in_pets_footage(mosquitto, subscribe, tmp_p
         assert ok
         if writer is None:
             h, w = frame.shape[:2]
-            writer = cv2.VideoWriter(str(cut), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+            writer = cv2.VideoWriter(str(cut), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
         writer.write(frame)
     cap.release()
     assert writer is not None

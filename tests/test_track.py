@@ -13,7 +13,9 @@ from edge.track import EndedTrack, Tracker, TrackUpdate
 FPS = 10.0
 
 
-def det(x: float, y: float, size: float = 40.0, label: int = FRONT_WITH_MASK, score: float = 0.9):
+def det(
+    x: float, y: float, size: float = 40.0, label: int = FRONT_WITH_MASK, score: float = 0.9
+) -> Detection:
     """A square head box with its top-left corner at (x, y)."""
     scores = [0.05, 0.05, 0.05]
     scores[label] = score
@@ -63,7 +65,7 @@ def test_confirmed_track_ends_after_max_age_s() -> None:
     assert ended_at is not None
     # Ends on the first frame more than max_age_s after the last hit (0.2 s + 0.5 s).
     assert ended_at == pytest.approx(0.8)
-    assert ended == EndedTrack(ended.track_id, True, 0.0, pytest.approx(0.2), 3)
+    assert ended == EndedTrack(ended.track_id, True, 0.0, pytest.approx(0.2), 3)  # type: ignore[arg-type]
     assert_empty(tracker)
 
 
@@ -145,7 +147,7 @@ def test_detection_every_third_frame_keeps_one_id() -> None:
 def test_briefly_lost_person_keeps_the_id() -> None:
     tracker = Tracker(TrackerConfig())
     walk = [[det(100 + 8 * k, 100)] for k in range(20)]
-    gap = [[] for _ in range(8)]  # 0.8 s behind an obstacle, still walking
+    gap: list[list[Detection]] = [[] for _ in range(8)]  # 0.8 s behind an obstacle, still walking
     after = [[det(100 + 8 * k, 100)] for k in range(28, 40)]
     updates = run(tracker, walk + gap + after)
     ids = {h.track_id for u in updates for h in u.heads if h.confirmed}

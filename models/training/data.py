@@ -84,7 +84,8 @@ def face_mask_split(dataset_dir: Path) -> tuple[list[Sample], list[Sample]]:
     order = np.random.default_rng(SPLIT_SEED).permutation(len(xmls))
     n_val = round(len(xmls) * VAL_FRACTION)
     val_idx = set(order[:n_val].tolist())
-    train, val = [], []
+    train: list[Sample] = []
+    val: list[Sample] = []
     for i, xml in enumerate(xmls):
         (val if i in val_idx else train).append(read_voc(xml, dataset_dir / "images"))
     return train, val

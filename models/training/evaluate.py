@@ -145,7 +145,7 @@ class OurModel:
     """maskwatch's head detector, run by the runtime's own Detector."""
 
     name = "maskwatch"
-    labels = (MASK, NO_MASK, NOT_VISIBLE)
+    labels: tuple[int, ...] = (MASK, NO_MASK, NOT_VISIBLE)
 
     def __init__(self, model: Path, threads: int) -> None:
         """Build the Detector as the appliance would, but with a low threshold for AP."""
@@ -216,7 +216,7 @@ class Aizoo:
     """AIZOO FaceMaskDetection: float SSD, raw anchor outputs decoded and NMS'd here."""
 
     name = "AIZOO"
-    labels = (MASK, NO_MASK)
+    labels: tuple[int, ...] = (MASK, NO_MASK)
     operating_threshold = AIZOO_THRESHOLD
     operating_source = "authors' conf_thresh"
 
@@ -266,7 +266,7 @@ class MobileDet:
     """SSDLite MobileDet mask: the model's own TFLite_Detection_PostProcess (at most 10 boxes)."""
 
     name = "MobileDet"
-    labels = (MASK, NO_MASK, POOR_MASK)
+    labels: tuple[int, ...] = (MASK, NO_MASK, POOR_MASK)
     operating_threshold = MOBILEDET_THRESHOLD
     operating_source = "authors' THRESHOLD"
 
@@ -768,13 +768,13 @@ def beard_section(
         cells = []
         for m in models:
             d = runs[m.name].dets[index[f.image]].above(m.operating_threshold)
-            r, k = reading(d, s.boxes[f.box])
-            if k is None:
+            r, hit = reading(d, s.boxes[f.box])
+            if hit is None:
                 cells.append("missed")
                 continue
-            text = f"{PRED_LABELS[int(d.labels[k])]} {d.scores[k]:.2f}"
-            if not np.isnan(d.p_mask[k]):
-                text += f" (p_mask {d.p_mask[k]:.2f})"
+            text = f"{PRED_LABELS[int(d.labels[hit])]} {d.scores[hit]:.2f}"
+            if not np.isnan(d.p_mask[hit]):
+                text += f" (p_mask {d.p_mask[hit]:.2f})"
             cells.append(f"**{r}**: {text}")
         lines.append(f"| {f.image}#{f.box} | {f.note} | " + " | ".join(cells) + " |")
     lines.append("")

@@ -113,7 +113,7 @@ def encode_targets(
 
 def mosaic(
     layout: Layout, quarter: list[Sample], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Four samples, each augmented at half size into one quadrant of the input: heads half as
     big as the plain view gives them, as far-away people on a street camera are.
 
@@ -447,9 +447,9 @@ def main() -> None:
         msg = f"epoch {epoch + 1}/{args.epochs} cls {mean[0]:.3f} box {mean[1]:.3f} "
         msg += f"{time.time() - t0:.0f}s"
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
-            ap = evaluate(export_model, layout, val)
-            score = float(np.mean(list(ap.values())))
-            msg += " val AP50 " + " ".join(f"{k} {v:.3f}" for k, v in ap.items())
+            ap50 = evaluate(export_model, layout, val)
+            score = float(np.mean(list(ap50.values())))
+            msg += " val AP50 " + " ".join(f"{k} {v:.3f}" for k, v in ap50.items())
             if score > state["best"]:
                 state["best"] = score
                 state["best_epoch"] = epoch + 1
