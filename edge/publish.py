@@ -224,23 +224,22 @@ class Publisher:
         self._connected = False
         self._outage_reason: str | None = None  # the connect failure last logged
         self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._current: bytes | None = None
         self._sender: threading.Thread | None = None
         self._flushed = False
 
         # Sender-thread state: only _run and the methods it calls touch these.
         self._link_up = False
         self._hello_due = False
-        self._current_due = False
-        self._current_mid: int | None = None
         self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (row id, qos)
         self._stop_deadline: float | None = None
         self._offline_mid: int | None = None
         self._offline_acked = False
-        # Latest-value topics (publish_state) and discovery (set_discovery), sender-thread only.
+        # Latest-value topics (totals/current and publish_state): only the newest payload of
+        # each is kept, sent when due and again after every (re)connect.
         self._states: dict[str, tuple[bytes, bool]] = {}  # topic -> (payload, retain)
         self._states_due: set[str] = set()
         self._state_mids: dict[int, str] = {}  # mid in flight -> its topic
+        # Discovery (set_discovery).
         self._discovery: list[tuple[str, bytes]] = []
         self._discovery_status: str | None = None
         self._announce_due = False
@@ -303,12 +302,12 @@ class Publisher:
 
     def publish_current(self, payload: dict[str, Any]) -> None:
         """Make `payload` the retained totals/current; kept and re-sent after reconnects."""
-        self._current = encode_json(payload)
-        self._events.put(("current", None))
+        self.publish_state(self._topics.current, payload, retain=self._retain_current)
 
     def publish_state(self, topic: str, payload: dict[str, Any], retain: bool = True) -> None:
-        """Make `payload` the newest value of `topic` (stats, in_view): sent when the link
-        allows, an older unsent value replaced, and sent again after every reconnect."""
+        """Make `payload` the newest value of `topic` (stats, in_view, totals/current): sent
+        when the link allows, an older unsent value replaced, and sent again after every
+        reconnect."""
         self._events.put(("state", (topic, encode_json(payload), retain)))
 
     def set_discovery(self, configs: list[tuple[str, bytes]], status_topic: str) -> None:
@@ -464,17 +463,16 @@ class Publisher:
                 # paho re-sends its unacknowledged QoS>0 messages after reconnecting, so those
                 # stay in flight; a QoS 0 row that was not written yet may never be reported.
                 self._inflight = {m: rq for m, rq in self._inflight.items() if rq[1] > 0}
-                if self._qos == 0 and self._current_mid is not None:
-                    self._current_mid, self._current_due = None, True
-                self._state_mids.clear()  # every state is due again after the reconnect
+                # States likewise; a QoS>0 one stays in flight so that no newer value of its
+                # topic can go out before paho's re-send and leave the older one retained.
+                if self._qos == 0:
+                    self._state_mids.clear()
             elif kind == "ack":
                 entry = self._inflight.pop(value, None)
                 if entry is not None:
                     acked.append(entry[0])
                 if value == self._offline_mid:
                     self._offline_acked = True
-                if value == self._current_mid:
-                    self._current_mid = None
                 self._state_mids.pop(value, None)
             elif kind == "state":
                 topic, payload, retain = value
@@ -490,42 +488,26 @@ class Publisher:
                     # subscribe to, as its discovery documentation asks.
                     self._announce_due = True
                     self._states_due.update(self._states)
-                    self._current_due = self._current is not None
-            elif kind == "current":
-                self._current_due = True
             elif kind == "stop":
                 self._stop_deadline = value
         return acked
 
     def _greet(self) -> None:
-        """After a (re)connect: online, then the running hour; later, current updates.
-
-        At most one totals/current is in flight: updates that come faster than the broker
-        acknowledges collapse into the newest, so a slow link cannot pile them up in memory.
-        """
+        """After a (re)connect: online, then discovery and every state; later, state updates."""
         if self._hello_due:
             self._hello_due = False
             self._client.publish(self._topics.availability, ONLINE, qos=1, retain=True)
-            self._current_due = self._current is not None
             # A clean session forgets subscriptions, and the broker may have lost retained ones.
             self._subscribe_due = self._announce_due = bool(self._discovery)
             self._states_due.update(self._states)
         self._send_discovery_and_states()
-        if self._current_due and self._current is not None and self._current_mid is None:
-            self._current_due = False
-            info = self._client.publish(
-                self._topics.current, self._current, qos=self._qos, retain=self._retain_current
-            )
-            if info.rc == mqtt.MQTT_ERR_SUCCESS or self._qos > 0:
-                self._current_mid = info.mid  # QoS>0: paho re-sends it after a reconnect
-            else:
-                self._current_due = True  # QoS 0 and no connection: try again later
 
     def _send_discovery_and_states(self) -> None:
         """Subscribe to the discovery status topic, announce, and send the due states.
 
         At most one message per state topic is in flight: values that come faster than the
-        broker acknowledges collapse into the newest.
+        broker acknowledges collapse into the newest, so a slow link cannot pile them up in
+        memory. States go out in topic order (in_view, stats, totals/current).
         """
         if self._subscribe_due and self._discovery_status is not None:
             self._subscribe_due = False
@@ -538,8 +520,10 @@ class Publisher:
         for topic in sorted(self._states_due - busy):
             payload, retain = self._states[topic]
             info = self._client.publish(topic, payload, qos=self._qos, retain=retain)
+            # QoS>0: paho queues it while offline and re-sends it after a reconnect; QoS 0
+            # that could not be written stays due and is tried again later.
             if info.rc == mqtt.MQTT_ERR_SUCCESS or self._qos > 0:
-                self._state_mids[info.mid] = topic  # QoS>0: paho queues it while offline
+                self._state_mids[info.mid] = topic
                 self._states_due.discard(topic)
 
     def _fill_window(self) -> None:
