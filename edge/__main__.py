@@ -14,8 +14,12 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge import __version__
+
+if TYPE_CHECKING:  # the config stack is imported lazily: `maskwatch --help` stays fast
+    from edge.config.root import Config
 from edge.runtime import (
     EXIT_CANT_CREATE,
     EXIT_CONFIG,
@@ -29,7 +33,7 @@ from edge.runtime import (
 log = logging.getLogger("maskwatch")
 
 
-def _load(path: Path | None, overrides: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+def _load(path: Path | None, overrides: dict[str, object] | None = None) -> Config:
     """The config from a file, or built-in defaults; ConfigError is reported by the caller."""
     from edge.config.load import load_config_or_defaults
 
@@ -40,7 +44,9 @@ def _load(path: Path | None, overrides: dict[str, object] | None = None):  # typ
     return config
 
 
-def _load_or_report(path: Path | None, overrides: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+def _load_or_report(
+    path: Path | None, overrides: dict[str, object] | None = None
+) -> Config | None:
     """The config, or None after printing every error as FILE:LINE: field.path: message."""
     from edge.config.load import ConfigError
 

@@ -67,7 +67,7 @@ def load_edgetpu(model: Path) -> LoadedInterpreter:
     else the delegate library directly. OSError / ValueError mean no TPU or no library.
     """
     try:
-        from pycoral.utils.edgetpu import make_interpreter  # type: ignore[import-not-found]
+        from pycoral.utils.edgetpu import make_interpreter
     except ImportError:
         make_interpreter = None
     if make_interpreter is not None:

@@ -520,9 +520,12 @@ class Publisher:
         for topic in sorted(self._states_due - busy):
             payload, retain = self._states[topic]
             info = self._client.publish(topic, payload, qos=self._qos, retain=retain)
-            # QoS>0: paho queues it while offline and re-sends it after a reconnect; QoS 0
-            # that could not be written stays due and is tried again later.
-            if info.rc == mqtt.MQTT_ERR_SUCCESS or self._qos > 0:
+            # QoS>0 and offline: paho keeps it and sends it after the reconnect. Anything else
+            # that did not go out (QoS 0 offline, paho's queue full) stays due and is tried
+            # again later, so no topic waits for an acknowledgement that cannot come.
+            if info.rc == mqtt.MQTT_ERR_SUCCESS or (
+                self._qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN
+            ):
                 self._state_mids[info.mid] = topic
                 self._states_due.discard(topic)
 

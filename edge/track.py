@@ -51,7 +51,7 @@ def _load_linear_sum_assignment() -> Callable[..., tuple[np.ndarray, np.ndarray]
         try:
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            return module.linear_sum_assignment  # type: ignore[no-any-return]
+            return module.linear_sum_assignment
         except (ImportError, AttributeError, OSError):
             break
     from scipy.optimize import linear_sum_assignment

@@ -87,7 +87,7 @@ def cpu_config(**fields: object) -> DetectorConfig:
     """The committed model on the CPU, one thread, other fields from the arguments."""
     values: dict[str, object] = {"model": MODEL, "accelerator": "cpu", "threads": 1}
     values.update(fields)
-    return DetectorConfig(**values)  # type: ignore[arg-type]
+    return DetectorConfig(**values)
 
 
 @pytest.fixture(scope="module")

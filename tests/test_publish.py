@@ -406,6 +406,58 @@ def test_broker_killed_mid_stream_every_event_arrives_with_its_id(
     assert json.loads(by_topic[TOPICS.current].payload)["people"] == 300
 
 
+@pytest.mark.parametrize("qos", [1, 2])
+def test_states_unacknowledged_when_the_broker_dies_are_neither_lost_nor_stuck(
+    qos: int,
+    mosquitto: Mosquitto,
+    gate: TcpGate,
+    outbox: Outbox,
+    make_publisher: Callable[..., Publisher],
+    subscribe: Callable[..., Subscriber],
+) -> None:
+    """stats and totals/current sent while the broker's acknowledgements are held back, then
+    the broker killed (its retained messages gone) and restarted: the newest values end up
+    retained, and later values still go out (no topic waits forever for a lost ack)."""
+    pub = make_publisher(outbox, gate.port, qos=qos)
+    wait_until(lambda: pub.connected, "connected")
+    live = subscribe(mosquitto.host, mosquitto.port, TOPICS.stats)
+
+    states = {TOPICS.stats, TOPICS.current}
+
+    def publish(value: int) -> None:
+        pub.publish_state(TOPICS.stats, {"v": value})
+        pub.publish_current({"v": value})
+
+    def newest_is(value: int) -> Callable[[list[Message]], bool]:
+        def check(ms: list[Message]) -> bool:
+            last = {m.topic: json.loads(m.payload)["v"] for m in ms if m.topic in states}
+            return last.get(TOPICS.stats) == value and last.get(TOPICS.current) == value
+
+        return check
+
+    publish(1)
+    live.wait_for(lambda ms: any(json.loads(m.payload)["v"] == 1 for m in ms), what="v1")
+    gate.hold(to_broker=False, to_client=True)  # the broker hears v2, its acks never return
+    publish(2)
+    time.sleep(0.3)
+    publish(3)  # waits behind the unacknowledged v2
+    time.sleep(0.3)
+    mosquitto.stop()
+    publish(4)
+    gate.close()
+    gate.release()
+    mosquitto.start()
+    gate.open()
+    wait_until(lambda: pub.connected, "reconnected")
+    fresh = subscribe(mosquitto.host, mosquitto.port, "maskwatch/#")
+    fresh.wait_for(newest_is(4), what="v4 on stats and totals/current", timeout_s=20)
+    late = subscribe(mosquitto.host, mosquitto.port, "maskwatch/#")
+    retained = late.wait_for(newest_is(4), what="v4 retained for a later subscriber")
+    assert all(m.retain for m in retained if m.topic in states)
+    publish(5)
+    fresh.wait_for(newest_is(5), what="v5 after the reconnect", timeout_s=20)
+
+
 def test_retained_totals_and_availability_reach_a_new_subscriber(
     mosquitto: Mosquitto,
     outbox: Outbox,

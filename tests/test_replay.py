@@ -11,10 +11,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:  # the fixtures' types; pytest provides the objects
+    from conftest import Subscriber
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -67,12 +71,12 @@ def replay(
     )
 
 
-def published(sub, topic: str) -> list[dict]:  # type: ignore[no-untyped-def]
+def published(sub: Subscriber, topic: str) -> list[dict[str, Any]]:
     """The JSON payloads received on one topic."""
     return [json.loads(m.payload) for m in sub.on(topic)]
 
 
-def wait_for_hourly(sub, done: subprocess.CompletedProcess[str]) -> None:  # type: ignore[no-untyped-def]
+def wait_for_hourly(sub: Subscriber, done: subprocess.CompletedProcess[str]) -> None:
     """The replay exited 0 and its closed hour reached the subscriber."""
     assert done.returncode == 0, done.stderr[-2000:]
     sub.wait_for(

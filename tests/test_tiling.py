@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,9 +43,9 @@ def test_tiles_cover_the_frame_and_neighbours_share_the_overlap(
     assert second[2] - second[0] == pytest.approx(width, abs=1)
 
 
-def _fake_detector(  # type: ignore[no-untyped-def]
+def _fake_detector(
     heads: list[tuple[float, float, float, float]], windows: list[tuple[int, int, int, int]]
-):
+) -> tuple[Callable[[np.ndarray], list[Detection]], list[tuple[int, int]]]:
     """A stand-in that 'sees' fixed frame-coordinate boxes, clipped to whatever crop it gets.
 
     detect_tiled visits the windows in order, so the n-th call gets the n-th window's crop.
@@ -131,7 +132,7 @@ def test_the_pipeline_reports_every_tiles_inference_time() -> None:
 
     def pipeline(**camera: object) -> CameraPipeline:
         return CameraPipeline(
-            CameraConfig(name="door", source="clip.mp4", **camera),  # type: ignore[arg-type]
+            CameraConfig(name="door", source="clip.mp4", **camera),
             detector, TrackerConfig(), DecideConfig(), lambda event: None,
             footage_clock(datetime(2026, 1, 1, tzinfo=timezone.utc)),
         )

@@ -397,7 +397,9 @@ def main() -> None:
     variables = head_vars + backbone_vars
 
     @tf.function(reduce_retracing=True)
-    def step(x, cls_t, cls_w, box_t, box_w):  # type: ignore[no-untyped-def]
+    def step(
+        x: tf.Tensor, cls_t: tf.Tensor, cls_w: tf.Tensor, box_t: tf.Tensor, box_w: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             logits, deltas = train_model(x, training=True)
             n_pos = tf.maximum(tf.reduce_sum(box_w), 1.0)
