@@ -86,6 +86,12 @@ OFFLINE = b"offline"
 _STATE_RETRY_S = 5.0  # how long the sender waits before retrying after a state-database error
 
 
+def _taken(info: mqtt.MQTTMessageInfo, qos: int) -> bool:
+    """Whether paho took a publish: sent, or (QoS>0) queued while offline, to go out after the
+    reconnect. QoS 0 offline, a full queue and other errors were not taken."""
+    return info.rc == mqtt.MQTT_ERR_SUCCESS or (qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN)
+
+
 def _check_topic_level(value: str, what: str) -> None:
     """Refuse names that would change the topic tree (empty, wildcards, level separators)."""
     if not value or any(c in value for c in "+#/\0"):
@@ -520,12 +526,9 @@ class Publisher:
         for topic in sorted(self._states_due - busy):
             payload, retain = self._states[topic]
             info = self._client.publish(topic, payload, qos=self._qos, retain=retain)
-            # QoS>0 and offline: paho keeps it and sends it after the reconnect. Anything else
-            # that did not go out (QoS 0 offline, paho's queue full) stays due and is tried
-            # again later, so no topic waits for an acknowledgement that cannot come.
-            if info.rc == mqtt.MQTT_ERR_SUCCESS or (
-                self._qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN
-            ):
+            # Anything paho did not take stays due and is tried again later, so no topic waits
+            # for an acknowledgement that cannot come.
+            if _taken(info, self._qos):
                 self._state_mids[info.mid] = topic
                 self._states_due.discard(topic)
 
@@ -541,11 +544,8 @@ class Publisher:
             if row.id in busy:
                 continue
             info = self._client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
-            # QoS>0 messages that met a dropped socket stay queued in paho and go out again
-            # after the reconnect; anything else that failed is retried from the outbox.
-            if info.rc == mqtt.MQTT_ERR_SUCCESS or (
-                row.qos > 0 and info.rc == mqtt.MQTT_ERR_NO_CONN
-            ):
+            # Anything paho did not take is retried from the outbox.
+            if _taken(info, row.qos):
                 self._inflight[info.mid] = (row.id, row.qos)
                 room -= 1
             else:
