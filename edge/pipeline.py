@@ -42,9 +42,13 @@ class FrameResult:
 
     heads: list[TrackedHead]
     people: list[PersonEvent] = field(default_factory=list)
-    detected: bool = False
     # Invoke time (ms) of each inference the frame took: one per tile, none when skipped.
     inference_ms: list[float] = field(default_factory=list)
+
+    @property
+    def detected(self) -> bool:
+        """Whether the detector ran on this frame (not skipped by detect_every_n or motion)."""
+        return bool(self.inference_ms)
 
 
 class CameraPipeline:
@@ -93,7 +97,7 @@ class CameraPipeline:
             if head.detection is not None:
                 self.decider.look(head.track_id, head.detection, w, h)
         people = self._end(update.ended)
-        return FrameResult(update.heads, people, detect_now, inference_ms)
+        return FrameResult(update.heads, people, inference_ms)
 
     def detect(self, image: np.ndarray, inference_ms: list[float] | None = None) -> list[Detection]:
         """Heads in the frame: the whole frame at once, or tile by tile when configured.
