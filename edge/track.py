@@ -293,9 +293,8 @@ class Tracker:
     def _start(self, measured: np.ndarray, detections: list[Detection], timestamp: float) -> None:
         """New tentative tracks, one per measured box."""
         k = len(measured)
-        pos = np.empty((k, 4))
-        pos[:, :2] = (measured[:, :2] + measured[:, 2:]) * 0.5
-        pos[:, 2:] = np.maximum(measured[:, 2:] - measured[:, :2], _MIN_SIZE)
+        pos = measured @ _CENTRES
+        np.maximum(pos[:, 2:], _MIN_SIZE, out=pos[:, 2:])
         h = pos[:, 3]
         cfg = self.config
         new = np.zeros((k, _STATE))
