@@ -51,6 +51,10 @@ ANCHOR_SPEC = AnchorSpec(
 )
 
 
+# A square input side must be a multiple of the coarsest stride for every level's grid to fit.
+INPUT_MULTIPLE = max(level.stride for level in ANCHOR_SPEC.levels)
+
+
 def with_input_size(size: int, spec: AnchorSpec = ANCHOR_SPEC) -> AnchorSpec:
     """The same anchor levels for a square input of another side (a multiple of the strides)."""
     return replace(spec, input_size=size)

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.anchors import ANCHOR_SPEC, make_anchors, with_input_size
+from edge.anchors import INPUT_MULTIPLE, make_anchors, with_input_size
 from edge.config.detector import DetectorConfig
 from edge.detection import LABELS, Detection
 from edge.interpreter import LoadedInterpreter, load_cpu, load_edgetpu
@@ -75,7 +75,7 @@ class Detector:
         self.interpreter = self.loaded.interpreter
         inp = self.interpreter.get_input_details()
         outs = self.interpreter.get_output_details()
-        stride = max(level.stride for level in ANCHOR_SPEC.levels)
+        stride = INPUT_MULTIPLE
         size = int(inp[0]["shape"][1]) if len(inp) == 1 and len(inp[0]["shape"]) == 4 else 0
         if size <= 0 or size % stride or tuple(inp[0]["shape"]) != (1, size, size, 3):
             found = ", ".join(str(list(i["shape"])) for i in inp)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from edge.anchors import ANCHOR_SPEC
+from edge.anchors import ANCHOR_SPEC, INPUT_MULTIPLE
 from models.training.augment import letterbox
 from models.training.data import Sample, face_mask_split, video_samples
 from models.training.model import build_detector
@@ -73,8 +73,8 @@ def main() -> None:
         "accurate on small faces; see MODEL_CARD.md)",
     )
     args = ap.parse_args()
-    if args.size % 32:
-        ap.error(f"--size: {args.size} is not a multiple of 32")
+    if args.size % INPUT_MULTIPLE:
+        ap.error(f"--size: {args.size} is not a multiple of {INPUT_MULTIPLE}")
     export(args.weights, args.out, args.shared, args.calibration, args.size)
 
 

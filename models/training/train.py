@@ -24,6 +24,7 @@ from tensorflow import keras
 
 from edge.anchors import (
     ANCHOR_SPEC,
+    INPUT_MULTIPLE,
     anchors_xyxy,
     encode_boxes,
     iou_matrix,
@@ -131,7 +132,7 @@ def mosaic(
         labels.append(lab)
     b, lab = np.concatenate(boxes), np.concatenate(labels)
     cls_t, cls_w, box_t, box_w = encode_targets(layout, b, lab, tuple(range(NUM_CLASSES)))
-    centres = (layout.anchor_boxes[:, :2] + layout.anchor_boxes[:, 2:]) / 2
+    centres = layout.anchors[:, :2]
     quadrant = (centres[:, 0] >= half).astype(int) + 2 * (centres[:, 1] >= half).astype(int)
     negative = cls_t.sum(axis=1) == 0
     for q, s in enumerate(quarter):
@@ -175,7 +176,7 @@ def paste_heads(s: Sample, bank: list[HeadCrop], rng: np.random.Generator) -> Sa
     image = s.load_rgb().copy()
     ih, iw = image.shape[:2]
     boxes, labels = [s.boxes], [s.labels]
-    taken = [b for b in s.boxes]
+    taken = list(s.boxes)
     for _ in range(int(rng.integers(1, 3))):
         crop = bank[int(rng.integers(len(bank)))]
         head_h = crop.box[3] - crop.box[1]
@@ -334,8 +335,8 @@ def main() -> None:
         help="square input side in pixels, a multiple of 32 (the shipped model's is the default)",
     )
     args = ap.parse_args()
-    if args.size % 32:
-        ap.error(f"--size: {args.size} is not a multiple of 32")
+    if args.size % INPUT_MULTIPLE:
+        ap.error(f"--size: {args.size} is not a multiple of {INPUT_MULTIPLE}")
     args.run.mkdir(parents=True, exist_ok=True)
     log = (args.run / "log.txt").open("a")
 
