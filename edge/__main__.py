@@ -17,9 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge import __version__
-
-if TYPE_CHECKING:  # the config stack is imported lazily: `maskwatch --help` stays fast
-    from edge.config.root import Config
 from edge.runtime import (
     EXIT_CANT_CREATE,
     EXIT_CONFIG,
@@ -29,6 +26,9 @@ from edge.runtime import (
     EXIT_SOFTWARE,
     setup_logging,
 )
+
+if TYPE_CHECKING:  # the config stack is imported lazily: `maskwatch --help` stays fast
+    from edge.config.root import Config
 
 log = logging.getLogger("maskwatch")
 
