@@ -1,4 +1,5 @@
-"""Shared fixtures: a real mosquitto broker on a free loopback port, and an MQTT subscriber."""
+"""Shared fixtures: a real mosquitto broker on a free loopback port, and an MQTT subscriber;
+and a camera pipeline around a given detector."""
 
 from __future__ import annotations
 
@@ -12,12 +13,30 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge.config.camera import CameraConfig
+from edge.config.decide import DecideConfig
+from edge.config.tracker import TrackerConfig
+from edge.detect import Detector
+from edge.pipeline import CameraPipeline, footage_clock
+
 MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+
+def camera_pipeline(detector: Detector, **camera: Any) -> CameraPipeline:
+    """The pipeline of camera `door` (other camera fields from the arguments) with the default
+    tracker and vote; decided people are dropped, footage starts at 2026-01-01 UTC."""
+    return CameraPipeline(
+        CameraConfig(name="door", source="clip.mp4", **camera),
+        detector, TrackerConfig(), DecideConfig(), lambda event: None,
+        footage_clock(datetime(2026, 1, 1, tzinfo=timezone.utc)),
+    )
 
 
 def free_port() -> int:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import cv2
 import numpy as np
 import pytest
+from conftest import camera_pipeline
 from pydantic import ValidationError
 
 from edge.config.camera import CameraConfig
-from edge.config.decide import DecideConfig
 from edge.config.detector import DetectorConfig, default_model_path
 from edge.config.motion import MotionConfig
-from edge.config.tracker import TrackerConfig
 from edge.detect import Detector
 from edge.detection import FACE_NOT_VISIBLE, Detection
 from edge.motion import MotionGate, thumbnail
-from edge.pipeline import CameraPipeline, footage_clock
+from edge.pipeline import CameraPipeline
 
 needs_model = pytest.mark.skipif(
     not default_model_path().is_file(),
@@ -144,13 +141,7 @@ def detector() -> Detector:
 
 def pipeline(detector: Detector, gating: bool, refresh_s: float = 0.5) -> CameraPipeline:
     """A camera pipeline with motion gating on or off; decided people are dropped."""
-    camera = CameraConfig(
-        name="door", source="clip.mp4", motion={"enabled": gating, "refresh_s": refresh_s}
-    )
-    return CameraPipeline(
-        camera, detector, TrackerConfig(), DecideConfig(), lambda event: None,
-        footage_clock(datetime(2026, 1, 1, tzinfo=timezone.utc)),
-    )
+    return camera_pipeline(detector, motion={"enabled": gating, "refresh_s": refresh_s})
 
 
 @needs_model

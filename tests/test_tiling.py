@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import camera_pipeline
 
-from edge.config.camera import CameraConfig
-from edge.config.decide import DecideConfig
 from edge.config.detector import DetectorConfig
-from edge.config.tracker import TrackerConfig
 from edge.detect import Detector
 from edge.detection import FACE_NOT_VISIBLE, Detection
-from edge.pipeline import CameraPipeline, footage_clock
 from edge.tiling import detect_tiled, tile_windows
 
 CLIP = Path(__file__).resolve().parents[2] / "shared/videos/one-by-one-person-detection.mp4"
@@ -129,17 +125,9 @@ def test_the_pipeline_reports_every_tiles_inference_time() -> None:
     """
     detector = Detector(DetectorConfig(accelerator="cpu", threads=1))
     frame = np.full((480, 640, 3), 90, np.uint8)
-
-    def pipeline(**camera: object) -> CameraPipeline:
-        return CameraPipeline(
-            CameraConfig(name="door", source="clip.mp4", **camera),
-            detector, TrackerConfig(), DecideConfig(), lambda event: None,
-            footage_clock(datetime(2026, 1, 1, tzinfo=timezone.utc)),
-        )
-
-    whole = pipeline().process(frame, 0.0)
+    whole = camera_pipeline(detector).process(frame, 0.0)
     assert len(whole.inference_ms) == 1 and whole.inference_ms[0] > 0
-    tiled = pipeline(tiles={"columns": 3, "rows": 2}, detect_every_n_frames=2)
+    tiled = camera_pipeline(detector, tiles={"columns": 3, "rows": 2}, detect_every_n_frames=2)
     first, second = tiled.process(frame, 0.0), tiled.process(frame, 0.1)
     assert len(first.inference_ms) == 6 and all(ms > 0 for ms in first.inference_ms)
     assert second.inference_ms == [] and not second.detected
