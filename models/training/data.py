@@ -19,6 +19,10 @@ import numpy as np
 from edge.detection import FACE_NOT_VISIBLE, FRONT_WITH_MASK, FRONT_WITHOUT_MASK, LABELS
 
 IGNORE = -1
+# A head whose label nobody could decide (a profile, a hard-hat head the teachers disagree on, an
+# unboxed face in the background): it teaches "a head is here" and its box, never which label,
+# and never background.
+UNKNOWN = -2
 VOC_LABELS = {
     "with_mask": FRONT_WITH_MASK,
     "without_mask": FRONT_WITHOUT_MASK,
@@ -148,3 +152,136 @@ def video_samples(clip: Path, every_n: int, mask_absent: bool = False) -> list[S
         )
     cap.release()
     return out
+
+
+# Sources labelled by models.training.headlabels (labels/<source>.json), with the classes their
+# unlabelled background may teach as 0 and the classes nobody in them carries.
+LABELLED_SOURCES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    # Every head is boxed (by the set or the teacher): background is background for all labels.
+    "hardhat-heads": ((FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE), ()),
+    "carpark-frames": ((FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE), ()),
+    # Small background faces are often unboxed there: only the front classes, as face-mask-853.
+    "street-masks-229": ((FRONT_WITH_MASK, FRONT_WITHOUT_MASK), ()),
+    "one-by-one-person-detection.mp4": (
+        (FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE), (FRONT_WITH_MASK,)
+    ),
+    "classroom.gif": ((FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE), (FRONT_WITH_MASK,)),
+}
+LABEL_CODES = {
+    "front_with_mask": FRONT_WITH_MASK,
+    "front_without_mask": FRONT_WITHOUT_MASK,
+    "face_not_visible": FACE_NOT_VISIBLE,
+    "head": UNKNOWN,
+}
+LABELS_DIR = Path(__file__).resolve().parent / "labels"
+
+
+def read_labels(path: Path) -> dict:
+    """A labels file of headlabels.py, heads expanded to {"box", "label", "why"} dicts.
+
+    On disk each head is [x1, y1, x2, y2, label, rule]: label and rule index the file's
+    "labels" and "rules" lists (the files stay small enough to commit and to diff).
+    """
+    doc = json.loads(path.read_text())
+    names, rules = doc["labels"], doc["rules"]
+    for im in doc["images"]:
+        im["heads"] = [
+            {"box": h[:4], "label": names[h[4]], "why": rules[h[5]]} for h in im["heads"]
+        ]
+    return doc
+
+
+def write_labels(path: Path, source: str, images: list[dict]) -> dict[str, int]:
+    """Write the labels of one source (heads as read_labels returns them); the label counts."""
+    from collections import Counter
+
+    counts = Counter(h["label"] for im in images for h in im["heads"])
+    rules = Counter(h["why"] for im in images for h in im["heads"])
+    names, rule_names = sorted(LABEL_CODES), sorted(rules)
+    compact = [
+        {
+            "image": im["image"],
+            "heads": [
+                [*(round(float(v), 1) for v in h["box"]), names.index(h["label"]),
+                 rule_names.index(h["why"])]
+                for h in im["heads"]
+            ],
+        }
+        for im in images
+    ]
+    doc = {
+        "source": source,
+        "rule": "models/training/headlabels.py (module docstring); checks: labels/README.md",
+        "counts": dict(sorted(counts.items())),
+        "rule_counts": dict(sorted(rules.items())),
+        "labels": names,
+        "rules": rule_names,
+        "images": compact,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(doc, separators=(",", ":"))
+    # One image per line: a relabelling shows in a diff as the images it changed.
+    text = text.replace(',{"image"', ',\n{"image"')
+    path.write_text(text + "\n")
+    return dict(counts)
+
+
+def in_validation(key: str) -> bool:
+    """Whether an image of a labelled source belongs to its fixed validation split (15 %, by a
+    hash of its key, so adding images never moves others between the splits)."""
+    import zlib
+
+    return zlib.crc32(f"{SPLIT_SEED}:{key}".encode()) % 100 < round(VAL_FRACTION * 100)
+
+
+def labelled_samples(
+    shared: Path, source: str, labels_dir: Path = LABELS_DIR
+) -> tuple[list[Sample], list[Sample]]:
+    """Train and validation samples of a source labelled by headlabels.py.
+
+    Clips keep their frame index as key; their frames are decoded into memory once.
+    """
+    from models.training.headlabels import SOURCES
+
+    doc = read_labels(labels_dir / f"{source}.json")
+    background, absent = LABELLED_SOURCES[source]
+    root = shared / SOURCES[source]
+    frames: dict[int, np.ndarray] = {}
+    if root.is_file():  # a clip
+        wanted = {int(im["image"]) for im in doc["images"]}
+        cap = cv2.VideoCapture(str(root))
+        index = 0
+        while index <= max(wanted, default=-1):
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            if index in wanted:
+                frames[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            index += 1
+        cap.release()
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for im in doc["images"]:
+        boxes = np.array([h["box"] for h in im["heads"]], np.float32).reshape(-1, 4)
+        labels = np.array([LABEL_CODES[h["label"]] for h in im["heads"]], np.int64)
+        key = f"{source}/{im['image']}"
+        sample = Sample(
+            name=key,
+            boxes=boxes,
+            labels=labels,
+            background_classes=background,
+            absent_classes=absent,
+            image_path=None if frames else root / im["image"],
+            image=frames.get(int(im["image"])) if frames else None,
+        )
+        (val if in_validation(key) else train).append(sample)
+    return train, val
+
+
+def unboxed_heads(source: str, labels_dir: Path = LABELS_DIR) -> dict[str, np.ndarray]:
+    """Head boxes the teacher found beside a face set's own boxes (face-mask-853), by image."""
+    doc = read_labels(labels_dir / f"{source}.json")
+    return {
+        im["image"]: np.array([h["box"] for h in im["heads"]], np.float32).reshape(-1, 4)
+        for im in doc["images"]
+    }
