@@ -37,15 +37,17 @@ class AnchorSpec:
 # Heads in face-mask-853 at 320 px have a median side of 18 px and a quarter are under 12 px,
 # so the stride-8 level carries three small sizes; faces are slightly taller than wide (0.9).
 # The levels do not depend on the input size; the runtime takes the size from the model's
-# input tensor (with_input_size), so a model exported at any square multiple of 32 decodes
-# right. The shipped model is 320: a 480 fine-tune scored higher on the photos but read backs
-# of heads as masks (MODEL_CARD.md, "Tried and not shipped").
+# input tensor (with_input_size), so a model exported at any square multiple of the coarsest
+# stride (64) decodes right. The stride-64 level carries faces and heads that fill most of the
+# input (a door camera, a person next to the lens): 230 and 330 px, so a whole-frame face still
+# meets an anchor.
 ANCHOR_SPEC = AnchorSpec(
     input_size=320,
     levels=(
         AnchorLevel(stride=8, sizes=(8.0, 13.0, 20.0)),
         AnchorLevel(stride=16, sizes=(32.0, 52.0)),
         AnchorLevel(stride=32, sizes=(88.0, 150.0)),
+        AnchorLevel(stride=64, sizes=(230.0, 330.0)),
     ),
     aspect=0.9,
 )

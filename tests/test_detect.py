@@ -379,13 +379,16 @@ def test_empty_model_file(tmp_path: Path) -> None:
 
 
 def test_a_classifier_is_not_the_detector() -> None:
-    # 224 x 224 uint8 is a usable input size (a square multiple of 32): refused by its outputs.
+    # 160 x 160 is no multiple of the 64 px coarsest stride: refused by its input (the peer
+    # detector below, 320 x 320, is refused by its outputs).
     model = needs(CLASSIFIER_MODEL)
-    _assert_model_error(cpu_config(model=model, labels=LABELS_FILE), model, "outputs must be")
+    _assert_model_error(
+        cpu_config(model=model, labels=LABELS_FILE), model, "input must be [1,N,N,3]"
+    )
 
 
 def test_an_input_the_anchors_cannot_tile_is_refused() -> None:
-    # AIZOO's 260 x 260 float input is no multiple of the 32 px stride.
+    # AIZOO's 260 x 260 float input is no multiple of the 64 px stride.
     model = needs(AIZOO_MODEL)
     _assert_model_error(
         cpu_config(model=model, labels=LABELS_FILE), model, "input must be [1,N,N,3]"

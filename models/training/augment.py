@@ -132,6 +132,65 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
+# Zoomed views bring one head to this many model pixels (log-uniform), upscaling its source
+# pixels at most MAX_UPSCALE times: close-up faces and backs of heads of a door camera.
+ZOOM_HEAD_PX = (60.0, 300.0)
+MAX_UPSCALE = 3.0
+
+
+def zoom_on_head(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A size x size view that shows one labelled head large, at a random place in the view.
+
+    None when the image has no labelled head big enough to zoom on without turning to mush.
+    """
+    heads = np.flatnonzero(labels >= 0)
+    if len(heads) == 0:
+        return None
+    k = int(heads[rng.integers(len(heads))])
+    b = boxes[k]
+    side = float(max(b[2] - b[0], b[3] - b[1]))
+    target = float(np.exp(rng.uniform(*np.log(ZOOM_HEAD_PX))))
+    scale = min(target / max(side, 1.0), MAX_UPSCALE)
+    if side * scale < ZOOM_HEAD_PX[0]:
+        return None
+    h, w = image.shape[:2]
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    hb = b * scale
+    # The head lands anywhere in the view that keeps it whole.
+    span_x = max(0.0, size - (hb[2] - hb[0]))
+    span_y = max(0.0, size - (hb[3] - hb[1]))
+    ox = int(-hb[0] + rng.uniform(0, span_x))
+    oy = int(-hb[1] + rng.uniform(0, span_y))
+    # Resize only the part that lands in the view.
+    x0, y0 = max(0, int(-ox / scale)), max(0, int(-oy / scale))
+    x1 = min(w, int(np.ceil((size - ox) / scale)) + 1)
+    y1 = min(h, int(np.ceil((size - oy) / scale)) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    part = cv2.resize(
+        image[y0:y1, x0:x1],
+        (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
+        interpolation=cv2.INTER_LINEAR if scale > 1 else cv2.INTER_AREA,
+    )
+    px, py = ox + round(x0 * scale), oy + round(y0 * scale)
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    sx, sy = max(0, -px), max(0, -py)
+    dx, dy = max(0, px), max(0, py)
+    cw = min(part.shape[1] - sx, size - dx)
+    ch = min(part.shape[0] - sy, size - dy)
+    if cw <= 0 or ch <= 0:
+        return None
+    canvas[dy : dy + ch, dx : dx + cw] = part[sy : sy + ch, sx : sx + cw]
+    del nw, nh
+    return canvas, boxes * scale + np.array([px - x0 * scale, py - y0 * scale] * 2, np.float32)
+
+
 def augment(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -139,9 +198,15 @@ def augment(
     size: int,
     rng: np.random.Generator,
     ignore: int,
+    zoom_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One random training view of a sample, size x size RGB uint8 with its boxes."""
-    img, b = place_on_canvas(image, boxes, size, rng)
+    """One random training view of a sample, size x size RGB uint8 with its boxes.
+
+    A zoom_share of the views zoom onto one labelled head (zoom_on_head) where one is big
+    enough; the rest scale the whole image around its letterbox fit.
+    """
+    zoomed = zoom_on_head(image, boxes, labels, size, rng) if rng.random() < zoom_share else None
+    img, b = zoomed if zoomed is not None else place_on_canvas(image, boxes, size, rng)
     if rng.random() < 0.5:
         img, b = flip(img, b)
     if rng.random() < 0.3:

@@ -17,7 +17,14 @@ import tensorflow as tf
 
 from edge.anchors import ANCHOR_SPEC, INPUT_MULTIPLE
 from models.training.augment import letterbox
-from models.training.data import Sample, face_mask_split, video_samples
+from models.training.data import (
+    LABELLED_SOURCES,
+    LABELS_DIR,
+    Sample,
+    face_mask_split,
+    labelled_samples,
+    video_samples,
+)
 from models.training.model import build_detector
 
 
@@ -38,14 +45,20 @@ def export(
 ) -> None:
     """Load weights, quantise with calibration data, write the .tflite for a size x size input.
 
-    The network is fully convolutional, so the same weights export at any multiple of 32;
+    The network is fully convolutional, so the same weights export at any multiple of 64;
     the runtime reads the size from the model's input tensor.
     """
     train_model, export_model, _ = build_detector(size, for_export=True)
     train_model.load_weights(weights)
     train, _ = face_mask_split(shared / "datasets/face-mask-853")
-    clip = shared / "videos/one-by-one-person-detection.mp4"
-    calib = train + video_samples(clip, every_n=15)
+    calib = list(train)
+    # Calibrate on every scene the model trained on: the value ranges of backs of heads on a
+    # construction site or a car park are not those of face-mask-853's crowds.
+    for source in LABELLED_SOURCES:
+        if (LABELS_DIR / f"{source}.json").exists():
+            calib += labelled_samples(shared, source)[0]
+    if len(calib) == len(train):
+        calib += video_samples(shared / "videos/one-by-one-person-detection.mp4", every_n=15)
     conv = tf.lite.TFLiteConverter.from_keras_model(export_model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: representative(calib, n_calibration, size)
@@ -69,7 +82,7 @@ def main() -> None:
         "--size",
         type=int,
         default=ANCHOR_SPEC.input_size,
-        help="square input side, a multiple of 32 (smaller is faster on a CPU-only Pi and less "
+        help="square input side, a multiple of 64 (smaller is faster on a CPU-only Pi and less "
         "accurate on small faces; see MODEL_CARD.md)",
     )
     args = ap.parse_args()

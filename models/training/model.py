@@ -1,4 +1,4 @@
-"""The head detector: MobileNetV2 (ImageNet-initialised) with a light three-level SSD head.
+"""The head detector: MobileNetV2 (ImageNet-initialised) with a light four-level SSD head.
 
 Only operations the Edge TPU compiler maps are used: Conv2D, DepthwiseConv2D, ReLU6, Add,
 nearest-neighbour upsampling, Reshape, Concatenation and Logistic; batch-norm folds away at
@@ -67,8 +67,13 @@ def build_detector(
     p4 = keras.layers.Add(name="td4")([p4, _upsample(p5, size // 16, for_export, "up5")])
     p3 = keras.layers.Conv2D(FPN_CHANNELS, 1, activation="relu6", name="lat3")(c3)
     p3 = keras.layers.Add(name="td3")([p3, _upsample(p4, size // 8, for_export, "up4")])
+    # Stride 64 for heads that fill the frame: one strided convolution over the stride-32 map.
+    p6 = keras.layers.Conv2D(
+        FPN_CHANNELS, 3, strides=2, padding="same", activation="relu6", name="down6"
+    )(p5)
     scores, deltas = [], []
-    for level, (p, n_anchors) in enumerate(zip((p3, p4, p5), anchors_per_cell(), strict=True)):
+    levels = (p3, p4, p5, p6)
+    for level, (p, n_anchors) in enumerate(zip(levels, anchors_per_cell(), strict=True)):
         f = _sep_conv(p, FPN_CHANNELS, f"head{level}_a")
         f = _sep_conv(f, FPN_CHANNELS, f"head{level}_b")
         cls = keras.layers.Conv2D(
@@ -154,3 +159,62 @@ def load_imagenet_weights(backbone: keras.Model, tflite_path: Path) -> None:
         bn.beta.assign(bias)
         bn.moving_mean.assign(np.zeros_like(bias))
         bn.moving_variance.assign(np.full_like(bias, 1.0 - bn.epsilon))
+
+
+def tflite_layer_weights(tflite_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Dequantized (kernel, bias) of every convolution in one of our int8 .tflite exports, by
+    Keras layer name (the converter keeps it: ".../<layer>_1/convolution").
+
+    Batch-norm is folded in, which for the frozen backbone (gamma 1, mean 0, variance 1 - eps,
+    as load_imagenet_weights sets it) is the kernel as it was and the beta as bias. Lets a new
+    training stage start from a shipped model when its float weights are not at hand.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(str(tflite_path))
+    details = sorted(interp.get_tensor_details(), key=lambda d: d["index"])
+    by_index = {d["index"]: d for d in details}
+    out = {}
+    for d in details:
+        scales = d["quantization_parameters"]["scales"]
+        if d["dtype"] != np.int8 or len(d["shape"]) != 4 or len(scales) <= 1:
+            continue
+        name = d["name"].split(";")[0].split("/")[-2]
+        name = name[:-2] if name.endswith("_1") else name
+        is_depthwise = d["name"].endswith("depthwise")
+        scale_shape = (1, 1, 1, -1) if is_depthwise else (-1, 1, 1, 1)
+        q = interp.get_tensor(d["index"]).astype(np.float32)
+        kernel = np.transpose(q * np.asarray(scales, np.float32).reshape(scale_shape), (1, 2, 3, 0))
+        bias_d = by_index[d["index"] - 1]
+        bias = interp.get_tensor(bias_d["index"]).astype(np.float32) * np.asarray(
+            bias_d["quantization_parameters"]["scales"], np.float32
+        )
+        out[name] = (kernel, bias)
+    return out
+
+
+def load_tflite_weights(train_model: keras.Model, backbone: keras.Model, tflite_path: Path) -> int:
+    """Start a model from an earlier int8 export; layers it lacks (or of another shape) keep
+    their fresh initialisation. Returns how many layers were loaded."""
+    weights = tflite_layer_weights(tflite_path)
+    loaded = 0
+    layers = list(train_model.layers) + list(backbone.layers)
+    for i, layer in enumerate(layers):
+        if layer.name not in weights or not isinstance(
+            layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+        ):
+            continue
+        kernel, bias = weights[layer.name]
+        if tuple(layer.kernel.shape) != kernel.shape:
+            continue
+        layer.kernel.assign(kernel)
+        if layer.use_bias:
+            layer.bias.assign(bias)
+        else:
+            bn = layers[i + 1]
+            bn.gamma.assign(np.ones_like(bias))
+            bn.beta.assign(bias)
+            bn.moving_mean.assign(np.zeros_like(bias))
+            bn.moving_variance.assign(np.full_like(bias, 1.0 - bn.epsilon))
+        loaded += 1
+    return loaded

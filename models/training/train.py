@@ -2,8 +2,9 @@
 
     python -m models.training.train --shared ../shared --run models/training/runs/main
 
-Writes <run>/last.weights.h5 and <run>/best.weights.h5 (by mean validation AP50 of the two
-front classes), <run>/state.json and <run>/log.txt. Re-running the same command resumes.
+Writes <run>/last.weights.h5 and <run>/best.weights.h5 (by mean validation AP50 of the labels
+the validation images carry), <run>/state.json and <run>/log.txt. Re-running the same command
+resumes.
 """
 
 from __future__ import annotations
@@ -25,20 +26,26 @@ from tensorflow import keras
 from edge.anchors import (
     ANCHOR_SPEC,
     INPUT_MULTIPLE,
-    anchors_xyxy,
-    encode_boxes,
     iou_matrix,
-    make_anchors,
-    with_input_size,
 )
 from edge.detection import FACE_NOT_VISIBLE, FRONT_WITHOUT_MASK, LABELS
 from edge.postprocess import select_heads
 from models.training.augment import augment, letterbox
-from models.training.data import IGNORE, Sample, face_mask_split, video_samples, write_split
+from models.training.data import (
+    IGNORE,
+    LABELLED_SOURCES,
+    UNKNOWN,
+    Sample,
+    face_mask_split,
+    labelled_samples,
+    unboxed_heads,
+    video_samples,
+    write_split,
+)
 from models.training.metrics import ImageResult, average_precision
-from models.training.model import build_detector, load_imagenet_weights
+from models.training.model import build_detector, load_imagenet_weights, load_tflite_weights
+from models.training.targets import Layout, encode_targets
 
-POS_IOU, NEG_IOU = 0.45, 0.3
 NUM_CLASSES = len(LABELS)
 # front_without_mask faces are 1 in 5 of the front faces in face-mask-853.
 LABEL_WEIGHTS = tf.constant([1.0, 3.0, 1.0])
@@ -47,74 +54,9 @@ LABEL_WEIGHTS = tf.constant([1.0, 3.0, 1.0])
 TRAIN_CLIPS = ("one-by-one-person-detection.mp4", "classroom.gif")
 
 
-@dataclass(frozen=True)
-class Layout:
-    """The square input side and the anchors on it: what targets are encoded against."""
-
-    size: int
-    anchors: np.ndarray  # (N, 4) cx, cy, w, h
-    anchor_boxes: np.ndarray  # the same as x1, y1, x2, y2
-
-    @classmethod
-    def of(cls, size: int) -> Layout:
-        """The project's anchor levels on a size x size input."""
-        anchors = make_anchors(with_input_size(size))
-        return cls(size, anchors, anchors_xyxy(anchors))
-
-
-def encode_targets(
-    layout: Layout,
-    boxes: np.ndarray,
-    labels: np.ndarray,
-    background_classes: tuple[int, ...],
-    absent_classes: tuple[int, ...] = (),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-anchor class targets and weights, box targets and weights for one image.
-
-    An anchor is positive for a labelled head when IoU >= POS_IOU (and every head gets its best
-    anchor, so tiny heads are never unmatched); negative when IoU < NEG_IOU with every head;
-    anchors on ignore regions or between the thresholds carry no class loss. Negatives teach
-    only the image's background_classes. absent_classes (labels nobody in the image carries)
-    are taught as 0 on every anchor that is not a positive, ignore regions included.
-    """
-    n = len(layout.anchors)
-    cls_t = np.zeros((n, NUM_CLASSES), np.float32)
-    cls_w = np.zeros((n, NUM_CLASSES), np.float32)
-    box_t = np.zeros((n, 4), np.float32)
-    box_w = np.zeros(n, np.float32)
-    cls_w[:, list(background_classes)] = 1.0
-    if len(boxes) == 0:
-        cls_w[:, list(absent_classes)] = 1.0
-        return cls_t, cls_w, box_t, box_w
-    ious = iou_matrix(layout.anchor_boxes, boxes)  # (A, G)
-    valid = labels >= 0
-    best_gt = ious.argmax(axis=1)
-    best_iou = ious.max(axis=1)
-    # Anything overlapping a head (labelled or ignored) is not clean background.
-    cls_w[best_iou >= NEG_IOU] = 0.0
-    if (~valid).any():
-        ign = ious[:, ~valid].max(axis=1)
-        cls_w[ign >= 0.2] = 0.0
-    pos = (best_iou >= POS_IOU) & valid[best_gt]
-    # Force each labelled head's best anchor positive.
-    for g in np.flatnonzero(valid):
-        a = int(ious[:, g].argmax())
-        if ious[a, g] > 0.05:
-            pos[a] = True
-            best_gt[a] = g
-    idx = np.flatnonzero(pos)
-    gts = best_gt[idx]
-    cls_t[idx, labels[gts]] = 1.0
-    cls_w[idx] = 1.0  # a positive is a negative for the other two labels
-    box_t[idx] = encode_boxes(boxes[gts], layout.anchors[idx])
-    box_w[idx] = 1.0
-    cls_w[:, list(absent_classes)] = 1.0  # positives carry target 0 for them already
-    return cls_t, cls_w, box_t, box_w
-
-
 def mosaic(
     layout: Layout, quarter: list[Sample], rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, ...]:
     """Four samples, each augmented at half size into one quadrant of the input: heads half as
     big as the plain view gives them, as far-away people on a street camera are.
 
@@ -126,21 +68,23 @@ def mosaic(
     boxes, labels = [], []
     for q, s in enumerate(quarter):
         ox, oy = half * (q % 2), half * (q // 2)
-        img, b, lab = augment(s.load_rgb(), s.boxes, s.labels, half, rng, IGNORE)
+        img, b, lab = augment(s.load_rgb(), s.boxes, s.labels, half, rng, IGNORE, 0.0)
         canvas[oy : oy + half, ox : ox + half] = img
         boxes.append(b + np.array([ox, oy, ox, oy], np.float32))
         labels.append(lab)
     b, lab = np.concatenate(boxes), np.concatenate(labels)
-    cls_t, cls_w, box_t, box_w = encode_targets(layout, b, lab, tuple(range(NUM_CLASSES)))
+    cls_t, cls_w, box_t, box_w, any_w = encode_targets(
+        layout, b, lab, tuple(range(NUM_CLASSES))
+    )
     centres = layout.anchors[:, :2]
     quadrant = (centres[:, 0] >= half).astype(int) + 2 * (centres[:, 1] >= half).astype(int)
-    negative = cls_t.sum(axis=1) == 0
+    negative = (cls_t.sum(axis=1) == 0) & (any_w == 0)
     for q, s in enumerate(quarter):
         for c in set(range(NUM_CLASSES)) - set(s.background_classes):
             cls_w[(quadrant == q) & negative, c] = 0.0
         for c in s.absent_classes:
-            cls_w[(quadrant == q) & negative, c] = 1.0
-    return canvas, cls_t, cls_w, box_t, box_w
+            cls_w[(quadrant == q) & (cls_t.sum(axis=1) == 0), c] = 1.0
+    return canvas, cls_t, cls_w, box_t, box_w, any_w
 
 
 @dataclass(frozen=True)
@@ -221,10 +165,12 @@ def batches(
     mosaic_share: float = 0.0,
     bank: list[HeadCrop] | None = None,
     paste_share: float = 0.0,
+    zoom_share: float = 0.0,
 ) -> queue.Queue[tuple[np.ndarray, ...] | None]:
     """Produce augmented, encoded batches on a background thread (OpenCV releases the GIL).
 
-    A mosaic_share of the batch items are 2x2 mosaics of four samples (see mosaic()).
+    A mosaic_share of the batch items are 2x2 mosaics of four samples (see mosaic()); a
+    zoom_share of the others zoom onto one head (augment.zoom_on_head).
     """
     out: queue.Queue[tuple[np.ndarray, ...] | None] = queue.Queue(maxsize=4)
 
@@ -251,7 +197,9 @@ def batches(
                     items.append(mosaic(layout, [take() for _ in range(4)], rng))
                     continue
                 s = take()
-                img, b, lab = augment(s.load_rgb(), s.boxes, s.labels, layout.size, rng, IGNORE)
+                img, b, lab = augment(
+                    s.load_rgb(), s.boxes, s.labels, layout.size, rng, IGNORE, zoom_share
+                )
                 items.append(
                     (img, *encode_targets(layout, b, lab, s.background_classes, s.absent_classes))
                 )
@@ -260,6 +208,17 @@ def batches(
 
     threading.Thread(target=work, daemon=True).start()
     return out
+
+
+def with_unknown_heads(s: Sample, heads: np.ndarray | None) -> Sample:
+    """A face-set photo with the teacher's unboxed heads added as heads of unknown label."""
+    if heads is None or len(heads) == 0:
+        return s
+    return replace(
+        s,
+        boxes=np.concatenate([s.boxes, heads]),
+        labels=np.concatenate([s.labels, np.full(len(heads), UNKNOWN)]),
+    )
 
 
 def focal_loss(logits: tf.Tensor, target: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
@@ -271,8 +230,22 @@ def focal_loss(logits: tf.Tensor, target: tf.Tensor, weight: tf.Tensor) -> tf.Te
     return tf.reduce_sum(weight * alpha * tf.pow(1 - p_t, 2.0) * ce)
 
 
+def any_head_loss(logits: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+    """Focal loss that *some* label is present, for anchors of heads of unknown label.
+
+    With independent sigmoid scores, P(some label) = 1 - prod(1 - p_c); -log of it is
+    -log(1 - exp(-S)) with S = sum softplus(logit_c), computed without forming the product.
+    No label is pushed down, so the head can keep whichever label its looks say.
+    """
+    total = tf.reduce_sum(tf.nn.softplus(logits), axis=-1)
+    p_any = -tf.math.expm1(-total)
+    ce = -tf.math.log(tf.maximum(p_any, 1e-7))
+    return tf.reduce_sum(weight * 0.25 * tf.square(1.0 - p_any) * ce)
+
+
 def evaluate(model: keras.Model, layout: Layout, samples: list[Sample]) -> dict[str, float]:
-    """Validation AP50 per front class of the float model (letterboxed like the runtime)."""
+    """Validation AP50 per class of the float model (letterboxed like the runtime); nan for a
+    class without ground truth in the samples."""
     results = []
     for s in samples:
         img, scale = letterbox(s.load_rgb(), layout.size)
@@ -285,7 +258,7 @@ def evaluate(model: keras.Model, layout: Layout, samples: list[Sample]) -> dict[
                 s.boxes * scale, s.labels, boxes, labels, scores[np.arange(len(labels)), labels]
             )
         )
-    return {LABELS[c]: average_precision(results, c) for c in (0, 1)}
+    return {LABELS[c]: average_precision(results, c) for c in range(NUM_CLASSES)}
 
 
 def main() -> None:
@@ -329,6 +302,30 @@ def main() -> None:
         "a mask)",
     )
     ap.add_argument(
+        "--labelled",
+        default="",
+        help="comma-separated sources labelled by headlabels.py (labels/<source>.json) to train "
+        f"on, among {', '.join(LABELLED_SOURCES)}; face-mask-853 adds its unboxed heads as "
+        "heads of unknown label",
+    )
+    ap.add_argument(
+        "--labelled-per-epoch",
+        type=int,
+        default=800,
+        help="at most this many images of each labelled source per epoch (a new draw each epoch)",
+    )
+    ap.add_argument(
+        "--zoom",
+        type=float,
+        default=0.0,
+        help="share of plain views that zoom onto one head (60-300 px in the input)",
+    )
+    ap.add_argument(
+        "--init-tflite",
+        type=Path,
+        help="start from an earlier int8 export's weights (dequantized; new layers fresh)",
+    )
+    ap.add_argument(
         "--size",
         type=int,
         default=ANCHOR_SPEC.input_size,
@@ -348,8 +345,24 @@ def main() -> None:
 
     train, val = face_mask_split(args.shared / "datasets/face-mask-853")
     write_split(Path(__file__).with_name("split.json"), train, val)
+    sources = [x for x in args.labelled.split(",") if x]
+    if "face-mask-853" in sources:
+        unboxed = unboxed_heads("face-mask-853")
+        train = [with_unknown_heads(s, unboxed.get(s.name)) for s in train]
+        val = [with_unknown_heads(s, unboxed.get(s.name)) for s in val]
+        sources.remove("face-mask-853")
+    labelled: dict[str, list[Sample]] = {}
+    for source in sources:
+        if source not in LABELLED_SOURCES:
+            known = ", ".join(LABELLED_SOURCES)
+            ap.error(f"--labelled: {source} is not a labelled source ({known})")
+        source_train, source_val = labelled_samples(args.shared, source)
+        labelled[source] = source_train
+        # Hard-hat validation is large: 150 images are enough to rank checkpoints.
+        val += source_val[:150]
+        say(f"{source}: train {len(source_train)} val {len(source_val)}")
     videos: list[Sample] = []
-    for clip in args.clips.split(","):
+    for clip in (c for c in args.clips.split(",") if c):
         if clip not in TRAIN_CLIPS:
             ap.error(f"--clips: {clip} is not a training clip ({', '.join(TRAIN_CLIPS)})")
         videos += video_samples(args.shared / "videos" / clip, args.video_every_n, args.mask_absent)
@@ -369,8 +382,12 @@ def main() -> None:
         train_model.load_weights(args.run / "last.weights.h5")
         say(f"resumed after epoch {state['epoch']}")
     elif args.init is not None:
-        train_model.load_weights(args.init)
+        # skip_mismatch: a model with a new level keeps that level's fresh layers.
+        train_model.load_weights(args.init, skip_mismatch=True)
         say(f"initialised from {args.init}")
+    elif args.init_tflite is not None:
+        n = load_tflite_weights(train_model, backbone, args.init_tflite)
+        say(f"initialised {n} layers from {args.init_tflite}")
     else:
         load_imagenet_weights(backbone, args.shared / "weights/tf2_mobilenet_v2_1.0_224_ptq.tflite")
     # The folded ImageNet statistics are exact; batches of 16 would only make them noisy.
@@ -378,7 +395,10 @@ def main() -> None:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
 
-    steps_per_epoch = (len(photos) + min(args.video_per_epoch, len(videos))) // args.batch
+    per_source = {k: min(args.labelled_per_epoch, len(v)) for k, v in labelled.items()}
+    steps_per_epoch = (
+        len(photos) + min(args.video_per_epoch, len(videos)) + sum(per_source.values())
+    ) // args.batch
     total = steps_per_epoch * args.epochs
     warmup = steps_per_epoch
 
@@ -399,12 +419,17 @@ def main() -> None:
 
     @tf.function(reduce_retracing=True)
     def step(
-        x: tf.Tensor, cls_t: tf.Tensor, cls_w: tf.Tensor, box_t: tf.Tensor, box_w: tf.Tensor
+        x: tf.Tensor,
+        cls_t: tf.Tensor,
+        cls_w: tf.Tensor,
+        box_t: tf.Tensor,
+        box_w: tf.Tensor,
+        any_w: tf.Tensor,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             logits, deltas = train_model(x, training=True)
             n_pos = tf.maximum(tf.reduce_sum(box_w), 1.0)
-            cls_loss = focal_loss(logits, cls_t, cls_w) / n_pos
+            cls_loss = (focal_loss(logits, cls_t, cls_w) + any_head_loss(logits, any_w)) / n_pos
             diff = tf.abs(deltas - box_t)
             smooth = tf.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
             box_loss = tf.reduce_sum(tf.reduce_sum(smooth, -1) * box_w) / n_pos
@@ -413,6 +438,7 @@ def main() -> None:
             # (measured). A softmax cross-entropy among the three labels at positive anchors,
             # weighted for the rarer no-mask faces, teaches the distinction.
             ce = tf.nn.softmax_cross_entropy_with_logits(labels=cls_t, logits=logits)
+            # label_weight is 0 at unknown heads' anchors (their cls_t row is all zero).
             label_weight = tf.reduce_sum(cls_t * LABEL_WEIGHTS, -1)
             ce_loss = tf.reduce_sum(ce * box_w * label_weight) / n_pos
             loss = cls_loss + box_loss + ce_loss
@@ -425,6 +451,8 @@ def main() -> None:
     for epoch in range(state["epoch"], args.epochs):
         t0 = time.time()
         picked = [videos[i] for i in rng.permutation(len(videos))[: args.video_per_epoch]]
+        for source, samples in labelled.items():
+            picked += [samples[i] for i in rng.permutation(len(samples))[: per_source[source]]]
         q = batches(
             layout,
             photos + picked,
@@ -434,6 +462,7 @@ def main() -> None:
             args.mosaic,
             bank,
             args.paste_heads,
+            args.zoom,
         )
         losses = []
         for k in range(steps_per_epoch):
@@ -451,7 +480,7 @@ def main() -> None:
         msg += f"{time.time() - t0:.0f}s"
         if (epoch + 1) % args.eval_every == 0 or epoch + 1 == args.epochs:
             ap50 = evaluate(export_model, layout, val)
-            score = float(np.mean(list(ap50.values())))
+            score = float(np.nanmean(list(ap50.values())))
             msg += " val AP50 " + " ".join(f"{k} {v:.3f}" for k, v in ap50.items())
             if score > state["best"]:
                 state["best"] = score
@@ -461,7 +490,7 @@ def main() -> None:
         state["epoch"] = epoch + 1
         state_path.write_text(json.dumps(state))
         say(msg)
-    say(f"done; best mean front AP50 {state['best']:.3f} at epoch {state.get('best_epoch')}")
+    say(f"done; best mean AP50 {state['best']:.3f} at epoch {state.get('best_epoch')}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""Training targets: which anchor learns which head, label and box (TensorFlow-free, so the
+rule is unit-tested in the runtime venv)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.anchors import anchors_xyxy, encode_boxes, iou_matrix, make_anchors, with_input_size
+from edge.detection import LABELS
+from models.training.data import UNKNOWN
+
+POS_IOU, NEG_IOU = 0.45, 0.3
+NUM_CLASSES = len(LABELS)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The square input side and the anchors on it: what targets are encoded against."""
+
+    size: int
+    anchors: np.ndarray  # (N, 4) cx, cy, w, h
+    anchor_boxes: np.ndarray  # the same as x1, y1, x2, y2
+
+    @classmethod
+    def of(cls, size: int) -> Layout:
+        """The project's anchor levels on a size x size input."""
+        anchors = make_anchors(with_input_size(size))
+        return cls(size, anchors, anchors_xyxy(anchors))
+
+
+Targets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def encode_targets(
+    layout: Layout,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    background_classes: tuple[int, ...],
+    absent_classes: tuple[int, ...] = (),
+) -> Targets:
+    """Per-anchor class targets and weights, box targets and weights, and "some head" weights
+    for one image.
+
+    An anchor is positive for a labelled head when IoU >= POS_IOU (and every head gets its best
+    anchor, so tiny heads are never unmatched); negative when IoU < NEG_IOU with every head;
+    anchors on ignore regions or between the thresholds carry no class loss. Negatives teach
+    only the image's background_classes. absent_classes (labels nobody in the image carries)
+    are taught as 0 on every anchor that is not a positive, ignore regions included.
+
+    A head of UNKNOWN label is matched like a labelled one, but its anchors get no per-class
+    target: any_w marks them, and the loss teaches that *some* label is present there (see
+    any_head_loss) and regresses the box. Like an ignore region it is never background.
+    """
+    n = len(layout.anchors)
+    cls_t = np.zeros((n, NUM_CLASSES), np.float32)
+    cls_w = np.zeros((n, NUM_CLASSES), np.float32)
+    box_t = np.zeros((n, 4), np.float32)
+    box_w = np.zeros(n, np.float32)
+    any_w = np.zeros(n, np.float32)
+    cls_w[:, list(background_classes)] = 1.0
+    if len(boxes) == 0:
+        cls_w[:, list(absent_classes)] = 1.0
+        return cls_t, cls_w, box_t, box_w, any_w
+    ious = iou_matrix(layout.anchor_boxes, boxes)  # (A, G)
+    matched = (labels >= 0) | (labels == UNKNOWN)
+    best_gt = ious.argmax(axis=1)
+    best_iou = ious.max(axis=1)
+    # Anything overlapping a head (labelled, unknown or ignored) is not clean background.
+    cls_w[best_iou >= NEG_IOU] = 0.0
+    if (labels < 0).any():
+        ign = ious[:, labels < 0].max(axis=1)
+        cls_w[ign >= 0.2] = 0.0
+    pos = (best_iou >= POS_IOU) & matched[best_gt]
+    # Force each head's best anchor positive.
+    for g in np.flatnonzero(matched):
+        a = int(ious[:, g].argmax())
+        if ious[a, g] > 0.05:
+            pos[a] = True
+            best_gt[a] = g
+    idx = np.flatnonzero(pos)
+    gts = best_gt[idx]
+    known = labels[gts] >= 0
+    cls_t[idx[known], labels[gts[known]]] = 1.0
+    cls_w[idx[known]] = 1.0  # a positive is a negative for the other two labels
+    any_w[idx[~known]] = 1.0
+    box_t[idx] = encode_boxes(boxes[gts], layout.anchors[idx])
+    box_w[idx] = 1.0
+    # Positives carry target 0 for absent classes already; unknown heads learn them as 0 too.
+    cls_w[:, list(absent_classes)] = 1.0
+    return cls_t, cls_w, box_t, box_w, any_w
