@@ -15,7 +15,8 @@ import pytest
 
 from edge.anchors import iou_matrix
 from edge.detection import FACE_NOT_VISIBLE, FRONT_WITH_MASK, FRONT_WITHOUT_MASK, LABELS
-from models.training.data import IGNORE, Sample, face_mask_split
+from models.training.data import IGNORE, UNKNOWN, Sample, face_mask_split
+from models.training.eval_sources import tally
 from models.training.evaluate import (
     BEARDED_FILE,
     DEFAULT_MODEL,
@@ -27,7 +28,6 @@ from models.training.evaluate import (
     PRED_LABELS,
     Aizoo,
     Dets,
-    HeadTally,
     MobileDet,
     OurModel,
     aizoo_anchors,
@@ -140,17 +140,16 @@ def test_reading_uses_the_mask_vote_probability() -> None:
     assert reading(d, np.array(A, np.float32)) == ("other", 0)
 
 
-def test_head_tally_on_teacher_label_names() -> None:
-    """Teacher heads carry LABELS names; a loose box (IoU >= 0.3) of the same label is right."""
-    loose = [0, 0, 10, 18]  # IoU with A 0.56
-    everything = dets([loose, B, C], [NO_MASK, NOT_VISIBLE, MASK], [0.8, 0.2, 0.9])
-    kept = everything.above(0.35)
-    t = HeadTally()
-    t.add("front_without_mask", (0.0, 0.0, 10.0, 10.0), everything, kept)
-    t.add("face_not_visible", (20.0, 0.0, 30.0, 10.0), everything, kept)  # its box scores 0.2
-    t.add("face_not_visible", (40.0, 0.0, 50.0, 10.0), everything, kept)  # read as mask
-    assert (t.heads, t.located, t.found, t.right) == (3, 3, 2, 1)
-    assert t.best_label == {"no_mask": 1, "mask": 1}
+def test_tally_leaves_heads_of_unknown_label_out_of_the_false_alarms() -> None:
+    """A labelled head read right, one missed, a box on an unknown head (no false alarm), a
+    box on nothing (a false alarm), and boxes under the threshold (not counted)."""
+    truth = sample([A, B, C], [NOT_VISIBLE, UNKNOWN, MASK])
+    seen = dets(
+        [A, B, FAR, C], [NOT_VISIBLE, MASK, NOT_VISIBLE, MASK], [0.8, 0.9, 0.7, 0.2]
+    )
+    t = tally([truth], [seen], threshold=0.35)
+    assert t.table == {(NOT_VISIBLE, "face_not_visible"): 1, (MASK, "missed"): 1}
+    assert t.false_alarms == {NOT_VISIBLE: 1}
 
 
 def test_aizoo_anchor_layout() -> None:

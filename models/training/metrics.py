@@ -14,8 +14,8 @@ from edge.anchors import iou_matrix
 class ImageResult:
     """Ground truth and detections of one image, boxes x1y1x2y2 in the same pixel frame.
 
-    gt_labels uses -1 for ignore regions (incorrectly worn masks): a detection on one is
-    neither a hit nor a false alarm.
+    gt_labels below 0 are ignore regions (incorrectly worn masks, heads of unknown label): a
+    detection on one is neither a hit nor a false alarm.
     """
 
     gt_boxes: np.ndarray
@@ -31,7 +31,7 @@ def average_precision(results: Sequence[ImageResult], cls: int, iou: float = 0.5
     n_gt = 0
     for r in results:
         gt = r.gt_boxes[r.gt_labels == cls]
-        ign = r.gt_boxes[r.gt_labels == -1]
+        ign = r.gt_boxes[r.gt_labels < 0]
         n_gt += len(gt)
         sel = r.det_labels == cls
         boxes, sc = r.det_boxes[sel], r.det_scores[sel]
