@@ -244,7 +244,8 @@ def labelled_samples(
     from models.training.headlabels import SOURCES
 
     doc = read_labels(labels_dir / f"{source}.json")
-    background, absent = LABELLED_SOURCES[source]
+    # Held-out sources (evaluation only) are never trained on: no background rule needed.
+    background, absent = LABELLED_SOURCES.get(source, ((), ()))
     root = shared / SOURCES[source]
     frames: dict[int, np.ndarray] = {}
     if root.is_file():  # a clip

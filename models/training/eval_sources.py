@@ -242,8 +242,8 @@ def confusion_section(runs: Sequence[SourceRun], model: Any) -> list[str]:
                 continue
             cells = [str(t.table[(c, said)]) for said in (*CLASS_NAMES, "missed")]
             lines.append(f"| {r.source} | {CLASS_NAMES[c]} ({n}) | " + " | ".join(cells) + " |")
-        fa = ", ".join(f"{CLASS_NAMES[c]} {t.false_alarms[c]}" for c in range(3))
-        lines.append(f"| {r.source} | false alarms | {fa} | | | |")
+        fa = " | ".join(str(t.false_alarms[c]) for c in range(3))
+        lines.append(f"| {r.source} | false alarms (no head there) | {fa} | — |")
     return [*lines, ""]
 
 
