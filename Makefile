@@ -35,7 +35,7 @@ $(DEMO_DIR)/vtest.avi:
 	rm -rf $(DEMO_DIR)/deb
 
 demo: setup $(DEMO_DIR)/vtest.avi
-	$(BIN)/python -m edge.demo --video $(DEMO_DIR)/vtest.avi --config configs/street-camera.yaml \
+	$(BIN)/python -m edge.tools.demo --video $(DEMO_DIR)/vtest.avi --config configs/street-camera.yaml \
 	  --annotate $(DEMO_DIR)/annotated.mp4
 
 test: setup
@@ -49,7 +49,7 @@ lint: setup
 # `make bench BENCH_ARGS="--soak-hours 1"` (see BENCHMARKS.md).
 BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python -m edge.bench $(BENCH_ARGS)
+	$(BIN)/python -m edge.tools.bench $(BENCH_ARGS)
 
 # The same bench under tflite-runtime 2.14, the interpreter Coral's Edge TPU delegate is built
 # against, in a venv of its own: it needs numpy<2 and has no wheels past Python 3.11.
@@ -61,7 +61,7 @@ $(TFLITE_VENV)/.installed: pyproject.toml
 	touch $@
 
 bench-tflite: system-deps $(TFLITE_VENV)/.installed
-	$(TFLITE_VENV)/bin/python -m edge.bench --runtime tflite_runtime --frames 100 $(BENCH_ARGS)
+	$(TFLITE_VENV)/bin/python -m edge.tools.bench --runtime tflite_runtime --frames 100 $(BENCH_ARGS)
 
 # The configuration reference and the JSON schema, generated from the config models
 # (tests/test_docs.py fails while the committed files differ from what the code generates).
@@ -114,8 +114,8 @@ eval-model: setup
 
 eval-tracking: setup
 	$(BIN)/pip install -q -e '.[eval]' && $(BIN)/pip install -q --no-deps norfair==2.3.0
-	$(BIN)/python -m edge.eval_tracking
-	$(BIN)/python -m edge.eval_video --config configs/street-camera.yaml
+	$(BIN)/python -m edge.tools.eval_tracking
+	$(BIN)/python -m edge.tools.eval_video --config configs/street-camera.yaml
 
 # Debian package for bookworm / Raspberry Pi OS: dist/maskwatch_<version>_<arch>.deb with the
 # Python dependencies bundled for that arch (packaging/build_deb.py). ARCH=amd64 or arm64.

@@ -263,7 +263,7 @@ def cmd_track(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Measure the raw interpreter loop against the full pipeline (see edge/bench.py)."""
-    from edge.bench import main as bench_main
+    from edge.tools.bench import main as bench_main
 
     return bench_main(args)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.bench import STAGES, main, make_clip
 from edge.config.detector import default_model_path
 from edge.runtime import EXIT_NO_INPUT, EXIT_SOFTWARE, EXIT_USAGE
+from edge.tools.bench import STAGES, main, make_clip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = Path("/usr/sbin/mosquitto")

@@ -232,7 +232,7 @@ def make_clip(path: Path, frames: int, size: tuple[int, int] = GENERATED_SIZE,
 @contextlib.contextmanager
 def local_broker() -> Iterator[int | None]:
     """A mosquitto on a free loopback port for the benchmark's publisher; None if none exists."""
-    from edge.demo import free_port, wait_for_port
+    from edge.tools.demo import free_port, wait_for_port
 
     binary = shutil.which(MOSQUITTO) or (str(MOSQUITTO_FALLBACK)
                                         if MOSQUITTO_FALLBACK.exists() else None)
@@ -742,7 +742,7 @@ def run_bench(video: Path | None, frames: int, runtime: str = "auto",
         port = stack.enter_context(local_broker())
         publishing = port is not None
         if port is None:
-            from edge.demo import free_port
+            from edge.tools.demo import free_port
 
             # Nothing listens there: events are stored and queue, as on a device offline.
             port = free_port()

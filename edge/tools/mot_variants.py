@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.eval_tracking import DEFAULT_DATA, load_sequences
+from edge.tools.eval_tracking import DEFAULT_DATA, load_sequences
 
 SEED = 1
 
