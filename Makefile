@@ -112,6 +112,9 @@ edgetpu:
 eval-model: setup
 	$(BIN)/python -m models.training.evaluate --shared $(SHARED)
 
+# The tracker against MOTChallenge and peers, then end-to-end counting on PETS09. Harder copies of
+# the sequences: `python -m edge.tools.mot_variants OUT_DIR`, then
+# `python -m edge.tools.eval_tracking --no-peers --data OUT_DIR`.
 eval-tracking: setup
 	$(BIN)/pip install -q -e '.[eval]' && $(BIN)/pip install -q --no-deps norfair==2.3.0
 	$(BIN)/python -m edge.tools.eval_tracking

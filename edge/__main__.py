@@ -261,13 +261,6 @@ def cmd_track(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Measure the raw interpreter loop against the full pipeline (see edge/bench.py)."""
-    from edge.tools.bench import main as bench_main
-
-    return bench_main(args)
-
-
 def _frame_number(text: str) -> int:
     """A frame number for argparse: an integer >= 0."""
     try:
@@ -277,22 +270,6 @@ def _frame_number(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"not a frame number (0, 1, 2 ...): {text!r}")
     return value
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """The bench's options, for `maskwatch bench` and `python -m edge.bench`."""
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--video", type=Path, help="clip to measure on (default: PETS09-S2L1)")
-    parser.add_argument("--frames", type=int, default=300, help="pipeline frames to time")
-    parser.add_argument("--runtime", choices=("auto", "ai_edge_litert", "tflite_runtime"),
-                        default="auto", help="CPU interpreter package to measure")
-    parser.add_argument("--detect-every", type=int, default=1, metavar="N",
-                        help="camera.detect_every_n_frames (Kalman prediction in between)")
-    parser.add_argument("--motion", action="store_true",
-                        help="camera.motion.enabled: skip the detector when nothing moves")
-    parser.add_argument("--soak-hours", type=float, metavar="H",
-                        help="instead: replay the clip in a loop for H hours of footage, as fast "
-                        "as it goes, and report the resident memory curve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,9 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, default=0.0)
     p.set_defaults(func=cmd_track)
 
-    p = sub.add_parser("bench", help="benchmark the interpreter and the pipeline")
-    add_bench_arguments(p)
-    p.set_defaults(func=cmd_bench)
     return parser
 
 

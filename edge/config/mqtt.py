@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from edge.config.checks import cap_not_below_initial, topic_usable
+from edge.config.errors import ConfigError
 from edge.config.paths import relative_to_config
 
 DEFAULT_PASSWORD_CREDENTIAL = "mqtt_password"
@@ -203,11 +204,8 @@ def resolve_password(cfg: MqttConfig, environ: dict[str, str] | None = None) -> 
     Order: password_file, then $CREDENTIALS_DIRECTORY/<password_credential>. The default
     credential name is optional (absent file -> None); a file or credential named in the config
     must be readable. One trailing newline ("\\n" or "\\r\\n") is stripped, as editors add one.
-    Raises edge.config.load.ConfigError naming the file when it cannot be read.
+    Raises ConfigError naming the file when it cannot be read.
     """
-    # Imported here: load.py imports the models, so a top-level import would be circular.
-    from edge.config.load import ConfigError
-
     env = os.environ if environ is None else environ
     if cfg.password_file is not None:
         return _read_secret(cfg.password_file, ConfigError, "mqtt.password_file")

@@ -1,6 +1,6 @@
 """`make demo`: a local broker, a subscriber printing what it receives, and a replay.
 
-    python -m edge.demo --video demo-out/vtest.avi --config configs/street-camera.yaml \
+    python -m edge.tools.demo --video demo-out/vtest.avi --config configs/street-camera.yaml \
         --annotate demo-out/annotated.mp4
 """
 
