@@ -42,8 +42,8 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check edge tests models
-	$(BIN)/mypy edge tests models
+	$(BIN)/ruff check edge tests models setup.py
+	$(BIN)/mypy edge tests models setup.py
 
 # `make bench BENCH_ARGS="--json --video CLIP --detect-every 2 --motion"`; a one-hour memory soak:
 # `make bench BENCH_ARGS="--soak-hours 1"` (see BENCHMARKS.md).
