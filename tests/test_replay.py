@@ -6,6 +6,7 @@ committed model; they skip with the reason when either is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -337,6 +339,17 @@ def maskwatch(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "edge", *map(str, args)]
 
 
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """proc, killed at the end of the block if it still runs (a failed test leaves none)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def people_counted(stdout: str) -> int:
     """The `people` row of a replay's summary table."""
     (row,) = [ln for ln in stdout.splitlines() if ln.split()[:1] == ["people"]]
@@ -394,9 +407,9 @@ def test_replay_with_the_broker_down_at_its_end_leaves_its_events_for_the_next_s
                                                 f"directory: {default_dir}")
         config.write_text(run_config)
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        daemon = subprocess.Popen(maskwatch("run", "--config", config), cwd=tmp_path, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
+        with reaped(subprocess.Popen(maskwatch("run", "--config", config), cwd=tmp_path, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)) as daemon:
             sub.wait_for(
                 lambda ms: {e["event_id"] for e in left} <= {
                     json.loads(m.payload)["event_id"] for m in ms if m.topic.endswith("/person")
@@ -405,10 +418,6 @@ def test_replay_with_the_broker_down_at_its_end_leaves_its_events_for_the_next_s
             )
             daemon.send_signal(signal.SIGTERM)
             _, stderr = daemon.communicate(timeout=90)
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait(10)
         assert daemon.returncode == 0, stderr[-2000:]
     sent = published(sub, "maskwatch/test/person")
     assert sent[: len(left)] == left, "the left events come first, as the replay made them"
@@ -427,12 +436,11 @@ def test_replay_waits_for_a_broker_that_comes_back_while_it_drains(
     broker.stop()
     config = lossless_config(tmp_path, three_people, broker.port)
     state = tmp_path / "replay-state"
-    proc = subprocess.Popen(
+    with reaped(subprocess.Popen(
         maskwatch("replay", three_people, "--config", config, "--start-time", START,
                   "--state-dir", state, "--drain-timeout", "300"),
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
+    )) as proc:
         # The hourly total is queued after the last frame: the replay is draining now.
         deadline = time.monotonic() + 300
         while not waiting_in(state / "maskwatch.sqlite3")[1]:
@@ -442,10 +450,6 @@ def test_replay_waits_for_a_broker_that_comes_back_while_it_drains(
         left, _ = waiting_in(state / "maskwatch.sqlite3")
         broker.start()
         stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     assert proc.returncode == 0, stderr[-2000:]
     assert len(left) == people_counted(stdout) >= 2
     sub.wait_for(lambda ms: any(m.topic.endswith("totals/hourly") for m in ms), 30, "the total")
