@@ -1,6 +1,7 @@
-"""The package's layout rules, read from the source: the runtime never imports the tooling
+"""The project's layout rules, read from the source: the runtime never imports the tooling
 (edge.tools), no two modules import each other (directly or round a longer loop, lazy imports
-inside functions included), and every module opens with a docstring saying what it is for."""
+inside functions included), and every Python file opens with a docstring saying what it is
+for."""
 
 from __future__ import annotations
 
@@ -125,8 +126,18 @@ def test_no_import_cycles() -> None:
     assert cycles(GRAPH) == []
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_every_module_says_what_it_is_for(name: str) -> None:
+REPO = EDGE.parent
+PYTHON_FILES = sorted(
+    p.relative_to(REPO).as_posix()
+    for p in [*EDGE.rglob("*.py"), *(REPO / "models").rglob("*.py"),
+              *(REPO / "tests").glob("*.py"), *(REPO / "packaging").glob("*.py"),
+              REPO / "setup.py"]
+    if "cache" not in p.parts and "runs" not in p.parts
+)
+
+
+@pytest.mark.parametrize("path", PYTHON_FILES)
+def test_every_python_file_says_what_it_is_for(path: str) -> None:
     """Each file opens with a docstring (a first line at least), read before anything else."""
-    docstring = ast.get_docstring(ast.parse(MODULES[name].read_text(encoding="utf-8")))
-    assert docstring and docstring.strip(), f"{MODULES[name]} has no opening docstring"
+    docstring = ast.get_docstring(ast.parse((REPO / path).read_text(encoding="utf-8")))
+    assert docstring and docstring.strip(), f"{path} has no opening docstring"
