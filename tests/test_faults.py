@@ -146,6 +146,10 @@ def write_config(
         "  reconnect_initial_s: 0.2\n"
         "  reconnect_max_s: 1.0\n"
         f"  status_interval_s: {status_interval_s}\n"
+        # A stop waits for the broker to take what is queued for as long as that takes here:
+        # with the default 5 s a loaded machine may stop with the last person still queued
+        # (kept for the next start, as designed), and the test would race the clock.
+        "  stop_flush_s: 300\n"
         f"totals:\n  timezone: {tz}\n"
         f"state:\n  directory: {directory / 'state'}\n"
         "logging:\n  level: INFO\n  format: text\n"

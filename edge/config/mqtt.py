@@ -138,6 +138,18 @@ class MqttConfig(BaseModel):
         True,
         description="Publish hourly totals retained so that a new subscriber sees the latest.",
     )
+    stop_flush_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description=(
+            "When the daemon stops, how long it waits for the broker to acknowledge what is "
+            "still queued (the people decided at the stop included) before it disconnects; "
+            "whatever is not acknowledged by then stays in the state file and is sent at the "
+            "next start. It returns as soon as everything is acknowledged, and at once when "
+            "the broker is unreachable. Keep it under the unit's TimeoutStopSec (30 s)."
+        ),
+    )
     status_interval_s: float = Field(
         60.0,
         gt=0,
