@@ -35,21 +35,21 @@ $(DEMO_DIR)/vtest.avi:
 	rm -rf $(DEMO_DIR)/deb
 
 demo: setup $(DEMO_DIR)/vtest.avi
-	$(BIN)/python -m edge.demo --video $(DEMO_DIR)/vtest.avi --config configs/street-camera.yaml \
+	$(BIN)/python -m edge.tools.demo --video $(DEMO_DIR)/vtest.avi --config configs/street-camera.yaml \
 	  --annotate $(DEMO_DIR)/annotated.mp4
 
 test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check edge tests models
-	$(BIN)/mypy edge tests models
+	$(BIN)/ruff check edge tests models setup.py
+	$(BIN)/mypy edge tests models setup.py
 
 # `make bench BENCH_ARGS="--json --video CLIP --detect-every 2 --motion"`; a one-hour memory soak:
 # `make bench BENCH_ARGS="--soak-hours 1"` (see BENCHMARKS.md).
 BENCH_ARGS ?=
 bench: setup
-	$(BIN)/python -m edge.bench $(BENCH_ARGS)
+	$(BIN)/python -m edge.tools.bench $(BENCH_ARGS)
 
 # The same bench under tflite-runtime 2.14, the interpreter Coral's Edge TPU delegate is built
 # against, in a venv of its own: it needs numpy<2 and has no wheels past Python 3.11.
@@ -61,7 +61,7 @@ $(TFLITE_VENV)/.installed: pyproject.toml
 	touch $@
 
 bench-tflite: system-deps $(TFLITE_VENV)/.installed
-	$(TFLITE_VENV)/bin/python -m edge.bench --runtime tflite_runtime --frames 100 $(BENCH_ARGS)
+	$(TFLITE_VENV)/bin/python -m edge.tools.bench --runtime tflite_runtime --frames 100 $(BENCH_ARGS)
 
 # The configuration reference and the JSON schema, generated from the config models
 # (tests/test_docs.py fails while the committed files differ from what the code generates).
@@ -73,13 +73,15 @@ docs: setup
 
 # The README's illustration: one frame of Intel's one-by-one clip (../shared, CC BY 4.0) annotated
 # by `maskwatch replay --snapshot`, shrunk to 640 px wide. Port 1 has no broker: the replay
-# publishes nothing (and says so at the end).
+# publishes nothing, says so and exits 75 (EX_TEMPFAIL), leaving its events in a throwaway
+# state directory.
 SNAPSHOT_FRAME ?= 800
 docs-image: setup
 	tmp=$$(mktemp -d) && \
-	$(BIN)/python -m edge replay $(SHARED)/videos/one-by-one-person-detection.mp4 \
-	  --mqtt-host 127.0.0.1 --mqtt-port 1 \
-	  --snapshot $$tmp/frame.png --snapshot-frame $(SNAPSHOT_FRAME) && \
+	{ $(BIN)/python -m edge replay $(SHARED)/videos/one-by-one-person-detection.mp4 \
+	  --mqtt-host 127.0.0.1 --mqtt-port 1 --state-dir $$tmp/state --drain-timeout 0 \
+	  --snapshot $$tmp/frame.png --snapshot-frame $(SNAPSHOT_FRAME); \
+	  status=$$?; [ $$status = 0 ] || [ $$status = 75 ]; } && \
 	$(BIN)/python -c 'import cv2, sys; im = cv2.imread(sys.argv[1]); h, w = im.shape[:2]; \
 	  small = cv2.resize(im, (640, round(h * 640 / w)), interpolation=cv2.INTER_AREA); \
 	  sys.exit(not cv2.imwrite(sys.argv[2], small, [cv2.IMWRITE_PNG_COMPRESSION, 9]))' \
@@ -118,10 +120,13 @@ edgetpu:
 eval-model: setup
 	$(BIN)/python -m models.training.evaluate --shared $(SHARED)
 
+# The tracker against MOTChallenge and peers, then end-to-end counting on PETS09. Harder copies of
+# the sequences: `python -m edge.tools.mot_variants OUT_DIR`, then
+# `python -m edge.tools.eval_tracking --no-peers --data OUT_DIR`.
 eval-tracking: setup
 	$(BIN)/pip install -q -e '.[eval]' && $(BIN)/pip install -q --no-deps norfair==2.3.0
-	$(BIN)/python -m edge.eval_tracking
-	$(BIN)/python -m edge.eval_video --config configs/street-camera.yaml
+	$(BIN)/python -m edge.tools.eval_tracking
+	$(BIN)/python -m edge.tools.eval_video --config configs/street-camera.yaml
 
 # Debian package for bookworm / Raspberry Pi OS: dist/maskwatch_<version>_<arch>.deb with the
 # Python dependencies bundled for that arch (packaging/build_deb.py). ARCH=amd64 or arm64.

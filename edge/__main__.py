@@ -3,7 +3,8 @@ config-reference`.
 
 Exit codes (sysexits): 0 ok, 2 usage, 65 malformed input data, 66 input file missing or
 unreadable, 70 unusable model or internal error, 73 state directory or output file not
-writable, 78 invalid configuration.
+writable, 75 (replay) events still wait for the broker in the state directory, 78 invalid
+configuration.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from edge.runtime import (
     EXIT_NO_INPUT,
     EXIT_OK,
     EXIT_SOFTWARE,
+    EXIT_TEMPFAIL,
+    EXIT_USAGE,
+    REPLAY_DRAIN_TIMEOUT_S,
     setup_logging,
 )
 
@@ -121,8 +125,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Replay a video through the full pipeline and print the summary."""
+    """Replay a video through the full pipeline and print the summary.
+
+    Exit 75 (EX_TEMPFAIL) when, after the drain time, events still wait for the broker: they
+    are kept in the state directory, and the next replay or run on it sends them.
+    """
+    from edge.config.state import user_state_directory
     from edge.detect import ModelError
+    from edge.outbox import StateError
     from edge.replay import SnapshotFrameMissing, replay, summary_table
 
     overrides: dict[str, object] = {}
@@ -149,9 +159,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.snapshot is not None and args.snapshot.suffix.lower() != ".png":
         print(f"--snapshot: {args.snapshot}: must end in .png", file=sys.stderr)
         return 2
+    state_dir = args.state_dir
+    if state_dir is None:
+        try:
+            state_dir = user_state_directory()
+        except RuntimeError:
+            print("--state-dir: no home directory to keep the state in; pass --state-dir DIR",
+                  file=sys.stderr)
+            return EXIT_USAGE
     try:
-        result = replay(args.video, config, start, args.annotate, progress=sys.stderr.isatty(),
-                        snapshot=args.snapshot, snapshot_frame=args.snapshot_frame)
+        result = replay(args.video, config, start, args.annotate, args.drain_timeout,
+                        progress=sys.stderr.isatty(), snapshot=args.snapshot,
+                        snapshot_frame=args.snapshot_frame, state_dir=state_dir)
+    except StateError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CANT_CREATE
     except ModelError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_SOFTWARE
@@ -168,8 +190,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     fps = result.frames / result.seconds if result.seconds else 0.0
     print(f"{result.frames} frames in {result.seconds:.1f} s ({fps:.1f} fps)")
     if not result.delivered:
-        log.warning("not everything reached the MQTT broker at %s:%s", config.mqtt.host,
-                    config.mqtt.port)
+        waiting = result.waiting
+        print(
+            f"{waiting.person_rows} person event(s) and {waiting.hourly_rows} hourly total(s) "
+            f"still wait for the MQTT broker at {config.mqtt.host}:{config.mqtt.port} after "
+            f"{args.drain_timeout:g} s; kept in {result.state_file}, the next `maskwatch "
+            f"replay --state-dir {state_dir}` or `maskwatch run` on that state directory "
+            "sends them",
+            file=sys.stderr,
+        )
+        return EXIT_TEMPFAIL
     return EXIT_OK
 
 
@@ -261,11 +291,15 @@ def cmd_track(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Measure the raw interpreter loop against the full pipeline (see edge/bench.py)."""
-    from edge.bench import main as bench_main
-
-    return bench_main(args)
+def _seconds(text: str) -> float:
+    """A duration for argparse: a number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a number of seconds (0 or more): {text!r}")
+    return value
 
 
 def _frame_number(text: str) -> int:
@@ -277,22 +311,6 @@ def _frame_number(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"not a frame number (0, 1, 2 ...): {text!r}")
     return value
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """The bench's options, for `maskwatch bench` and `python -m edge.bench`."""
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--video", type=Path, help="clip to measure on (default: PETS09-S2L1)")
-    parser.add_argument("--frames", type=int, default=300, help="pipeline frames to time")
-    parser.add_argument("--runtime", choices=("auto", "ai_edge_litert", "tflite_runtime"),
-                        default="auto", help="CPU interpreter package to measure")
-    parser.add_argument("--detect-every", type=int, default=1, metavar="N",
-                        help="camera.detect_every_n_frames (Kalman prediction in between)")
-    parser.add_argument("--motion", action="store_true",
-                        help="camera.motion.enabled: skip the detector when nothing moves")
-    parser.add_argument("--soak-hours", type=float, metavar="H",
-                        help="instead: replay the clip in a loop for H hours of footage, as fast "
-                        "as it goes, and report the resident memory curve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -327,6 +345,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write one annotated frame as a PNG (see --snapshot-frame)")
     p.add_argument("--snapshot-frame", type=_frame_number, default=0, metavar="N",
                    help="the frame --snapshot writes, counted from 0 (default 0)")
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="where events wait for the broker, kept across runs (default: "
+                   "$XDG_STATE_HOME/maskwatch/replay, else ~/.local/state/maskwatch/replay)")
+    p.add_argument("--drain-timeout", type=_seconds, default=REPLAY_DRAIN_TIMEOUT_S,
+                   metavar="SECONDS", help="how long to wait at the end for the broker to "
+                   "acknowledge everything (default %(default)g); exit 75 if anything is still "
+                   "waiting then")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("detect", help="run the detector on images, one JSON line each")
@@ -344,9 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-score", type=float, default=0.0)
     p.set_defaults(func=cmd_track)
 
-    p = sub.add_parser("bench", help="benchmark the interpreter and the pipeline")
-    add_bench_arguments(p)
-    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -31,7 +31,6 @@ from edge.stats import InView, StatsCollector
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 5.0
-FLUSH_ON_STOP_S = 5.0
 
 
 class Daemon:
@@ -207,7 +206,7 @@ class Daemon:
         for pipeline in self.pipelines.values():
             pipeline.finish()
         self.reporting.ledger.tick()
-        delivered = self.reporting.close(FLUSH_ON_STOP_S)
+        delivered = self.reporting.close(self.config.mqtt.stop_flush_s)
         if not delivered:
             log.warning("broker did not take everything; the rest stays queued in the state file")
         return 0

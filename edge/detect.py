@@ -109,7 +109,7 @@ class Detector:
             config.max_detections,
         )
         self._lock = threading.Lock()
-        # Where the last detect() spent its time (ms), for `maskwatch bench` and the daemon's
+        # Where the last detect() spent its time (ms), for edge.tools.bench and the daemon's
         # status: letterbox (with any colour conversion), invoke, and box decoding with NMS.
         self.last_preprocess_ms = 0.0
         self.last_invoke_ms = 0.0

@@ -43,7 +43,9 @@ def _module(order: tuple[str, ...], prefer: str | None = None) -> Any:
         except ImportError:
             continue
     raise NoInterpreterError(
-        "no TFLite interpreter installed: pip install 'maskwatch[litert]' (or [tflite])"
+        "no TFLite interpreter installed: maskwatch brings LiteRT (ai-edge-litert) where it has "
+        "wheels (Linux x86-64 and aarch64, macOS arm64, Windows x86-64); elsewhere pip install "
+        "'maskwatch[tflite]' (tflite-runtime)"
     )
 
 

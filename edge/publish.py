@@ -238,6 +238,7 @@ class Publisher:
         self._hello_due = False
         self._inflight: dict[int, tuple[int, int]] = {}  # mid -> (row id, qos)
         self._stop_deadline: float | None = None
+        self._stop_waits_for_broker = False  # stop(wait_for_broker=True): an outage is no end
         self._offline_mid: int | None = None
         self._offline_acked = False
         # Latest-value topics (totals/current and publish_state): only the newest payload of
@@ -321,18 +322,21 @@ class Publisher:
         again whenever `status_topic` receives `online` (Home Assistant's birth message)."""
         self._events.put(("discovery", (list(configs), status_topic)))
 
-    def stop(self, timeout_s: float = 5.0) -> bool:
+    def stop(self, timeout_s: float = 5.0, *, wait_for_broker: bool = False) -> bool:
         """Flush what the broker takes within `timeout_s`, publish `offline`, disconnect.
 
         Rows not acknowledged by then stay in the outbox for the next start. When the broker
-        is unreachable this returns without waiting.
+        is unreachable this returns without waiting, unless `wait_for_broker`: then the whole
+        `timeout_s` is given to reconnecting (the client keeps retrying with its backoff) and
+        flushing, as a replay that must not end with its events unsent does.
 
         Returns:
             True when every row was acknowledged and `offline` was delivered.
         """
         if self._sender is None:
             return False
-        self._events.put(("stop", time.monotonic() + max(0.0, timeout_s)))
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        self._events.put(("stop", (deadline, wait_for_broker)))
         # The sender gives up at the deadline; the margin covers one last disconnect.
         self._sender.join(timeout=max(0.0, timeout_s) + 5.0)
         self._client.loop_stop()
@@ -495,7 +499,7 @@ class Publisher:
                     self._announce_due = True
                     self._states_due.update(self._states)
             elif kind == "stop":
-                self._stop_deadline = value
+                self._stop_deadline, self._stop_waits_for_broker = value
         return acked
 
     def _greet(self) -> None:
@@ -552,10 +556,13 @@ class Publisher:
                 break
 
     def _stop_done(self) -> bool:
-        """Whether stop() can finish now: flushed and offline delivered, unreachable, or late."""
+        """Whether stop() can finish now: flushed and offline delivered, late, or unreachable
+        (unless stop was asked to wait for the broker)."""
         assert self._stop_deadline is not None
-        if not self._link_up or time.monotonic() >= self._stop_deadline:
+        if time.monotonic() >= self._stop_deadline:
             return True
+        if not self._link_up:
+            return not self._stop_waits_for_broker
         try:
             drained = not self._inflight and not self._outbox.pending(1)
         except StateError:

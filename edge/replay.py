@@ -2,15 +2,21 @@
 
 The clock is --start-time plus each frame's position in the file, so a replay produces the
 person events and hourly totals that a live camera would have produced at that time. The
-replayed hour is closed at the end (an hourly total for it is published) so a replay always
-ends with its totals on the broker.
+replayed hour is closed at the end (an hourly total for it is queued) so a replay ends with its
+totals on the broker.
+
+Events go through the same durable outbox as the daemon's, kept in a state directory that
+outlives the process (--state-dir; by default the user's, edge.config.state.
+user_state_directory). At the end the replay waits up to a drain time for the broker to
+acknowledge every row, also while the broker is away (it may come back); whatever is still
+unacknowledged then stays in the state file, and the next replay or `maskwatch run` on the same
+directory sends it first, with its original event_id.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -22,8 +28,9 @@ from edge.annotate import draw, open_writer
 from edge.config.root import Config
 from edge.detect import Detector
 from edge.events import DECISIONS, PersonEvent
+from edge.outbox import STATE_FILE_NAME, OutboxStats
 from edge.pipeline import CameraPipeline, footage_clock
-from edge.runtime import HOUR_CLOSE_DELAY_S, open_reporting
+from edge.runtime import HOUR_CLOSE_DELAY_S, REPLAY_DRAIN_TIMEOUT_S, open_reporting
 from edge.totals import hour_of
 
 log = logging.getLogger(__name__)
@@ -35,12 +42,19 @@ class SnapshotFrameMissing(ValueError):
 
 @dataclass
 class ReplayResult:
-    """What a replay counted and whether the broker took all of it."""
+    """What a replay counted, and what still waits for the broker in its state file."""
 
     people: list[PersonEvent]
     frames: int
     seconds: float
-    delivered: bool
+    waiting: OutboxStats
+    state_file: Path
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the broker acknowledged every event and total (this replay's and any left
+        in the state file before it)."""
+        return self.waiting.person_rows == 0 and self.waiting.hourly_rows == 0
 
 
 def replay(
@@ -48,13 +62,17 @@ def replay(
     config: Config,
     start_time: datetime | None = None,
     annotate: Path | None = None,
-    flush_timeout_s: float = 10.0,
+    drain_timeout_s: float = REPLAY_DRAIN_TIMEOUT_S,
     progress: bool = False,
     snapshot: Path | None = None,
     snapshot_frame: int = 0,
+    *,
+    state_dir: Path,
 ) -> ReplayResult:
     """Run the pipeline of the config's first camera over every frame of video.
 
+    state_dir: where the outbox lives (created when missing; StateError when it cannot be).
+    drain_timeout_s: how long to wait at the end for the broker to acknowledge everything.
     annotate: write the annotated video there. snapshot: write frame number snapshot_frame
     (counted from 0), annotated, as an image there (after the replay; SnapshotFrameMissing
     when the video is shorter, OSError when the image cannot be written).
@@ -71,8 +89,8 @@ def replay(
     position = [0.0]
     camera = config.cameras[0]
     detector = Detector(config.detector)
-    with tempfile.TemporaryDirectory(prefix="maskwatch-replay-") as state_dir:
-        reporting = open_reporting(config, Path(state_dir), clock=lambda: clock(position[0]))
+    reporting = open_reporting(config, state_dir, clock=lambda: clock(position[0]))
+    try:
         pipeline = CameraPipeline(
             camera, detector, config.tracker, config.decide, reporting.ledger.record, clock
         )
@@ -112,7 +130,11 @@ def replay(
         # Close the replayed hour(s): pretend the clock ran on past the last hour's end.
         last_hour = hour_of(clock(position[0]), config.totals.zoneinfo)
         reporting.ledger.tick(last_hour.end + timedelta(seconds=HOUR_CLOSE_DELAY_S + 1))
-        delivered = reporting.close(flush_timeout_s)
+    except BaseException:
+        # What was counted is in the state file already; the next start sends it.
+        reporting.close(0.0)
+        raise
+    waiting = reporting.drain(drain_timeout_s)
     if snapshot is not None:
         if snapshot_image is None:
             raise SnapshotFrameMissing(
@@ -122,7 +144,7 @@ def replay(
         # Lossless either way; the strongest compression keeps README images small.
         if not cv2.imwrite(str(snapshot), snapshot_image, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
             raise OSError(f"{snapshot}: cannot write the snapshot image")
-    return ReplayResult(people, index, seconds, delivered)
+    return ReplayResult(people, index, seconds, waiting, state_dir / STATE_FILE_NAME)
 
 
 def _progress(done: int, total: int, elapsed: float, end: bool = False) -> None:

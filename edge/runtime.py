@@ -13,7 +13,7 @@ from typing import ClassVar
 from edge.config.logging import LoggingConfig
 from edge.config.mqtt import resolve_password
 from edge.config.root import Config
-from edge.outbox import STATE_FILE_NAME, Outbox
+from edge.outbox import STATE_FILE_NAME, Outbox, OutboxStats
 from edge.publish import Ledger, Publisher, TlsOptions
 
 EXIT_OK = 0
@@ -22,11 +22,15 @@ EXIT_DATA = 65  # EX_DATAERR: an input file (detections, video) is malformed
 EXIT_NO_INPUT = 66  # EX_NOINPUT: an input file is missing or unreadable
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: the model is unusable, or an internal error
 EXIT_CANT_CREATE = 73  # EX_CANTCREAT: the state directory cannot be written
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: events wait in the state directory for a broker that is away
 EXIT_CONFIG = 78  # EX_CONFIG: the configuration is invalid (systemd: no restart loop)
 
 # A person is decided up to the tracker's max age after their last look; an hour is closed
 # this long after it ends so late decisions still land in it.
 HOUR_CLOSE_DELAY_S = 30.0
+# How long `maskwatch replay` waits at its end for the broker to acknowledge everything, unless
+# told otherwise (--drain-timeout).
+REPLAY_DRAIN_TIMEOUT_S = 10.0
 
 
 def setup_logging(config: LoggingConfig) -> None:
@@ -66,6 +70,18 @@ class Reporting:
         delivered = self.publisher.stop(timeout_s)
         self.outbox.close()
         return delivered
+
+    def drain(self, timeout_s: float) -> OutboxStats:
+        """Wait up to timeout_s for the broker to acknowledge every outbox row, also while it
+        is unreachable (it may come back meanwhile); disconnect and close the database.
+
+        Returns:
+            what is still waiting in the state file for the next start on it.
+        """
+        self.publisher.stop(timeout_s, wait_for_broker=True)
+        waiting = self.outbox.stats()
+        self.outbox.close()
+        return waiting
 
 
 def open_reporting(

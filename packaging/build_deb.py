@@ -6,7 +6,8 @@ compiled or downloaded on the device and Debian's own Python modules are left al
 
     /opt/maskwatch/lib/                 maskwatch, numpy, opencv, scipy, ai-edge-litert, ...
     /usr/bin/maskwatch                  wrapper: PYTHONPATH=/opt/maskwatch/lib python3 -m edge
-    /usr/share/maskwatch/models/        *.tflite and labels.txt (edge.config.detector looks here)
+    /usr/share/maskwatch/models/        *.tflite and labels.txt (edge.config.detector looks here;
+                                        the wheel's own copy is left out of /opt/maskwatch/lib)
     /usr/share/maskwatch/config-schema.json
     /lib/systemd/system/maskwatch.service   systemd/maskwatch.service, unchanged
     /etc/maskwatch/maskwatch.yaml       configs/maskwatch.yaml, a conffile
@@ -125,6 +126,10 @@ def install_python_tree(wheel: Path, lib: Path, arch: str) -> None:
     # pip's console script carries the build machine's interpreter path; /usr/bin/maskwatch
     # replaces it.
     shutil.rmtree(lib / "bin", ignore_errors=True)
+    # The wheel carries the models as package data; this package keeps them in
+    # /usr/share/maskwatch/models instead (edge.config.detector looks there when the installed
+    # package has none), so they are not shipped twice.
+    shutil.rmtree(lib / "edge" / "models", ignore_errors=True)
 
 
 def wheel_tags(lib: Path) -> dict[str, list[str]]:

@@ -1,4 +1,5 @@
-"""`maskwatch bench` end to end on a few frames of a generated clip (no timing assertions)."""
+"""The bench (`python -m edge.tools.bench`) end to end on a few frames of a generated clip
+(no timing assertions)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.bench import STAGES, main, make_clip
 from edge.config.detector import default_model_path
 from edge.runtime import EXIT_NO_INPUT, EXIT_SOFTWARE, EXIT_USAGE
+from edge.tools.bench import STAGES, main, make_clip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -26,7 +27,7 @@ needs_model = pytest.mark.skipif(
 
 
 def _args(**overrides: object) -> argparse.Namespace:
-    """The namespace `python -m edge.bench`'s parser produces, with overrides."""
+    """The namespace `python -m edge.tools.bench`'s parser produces, with overrides."""
     values: dict[str, object] = {"json": True, "video": None, "frames": FRAMES, "runtime": "auto",
                                  "detect_every": 1, "motion": False, "soak_hours": None}
     values.update(overrides)
@@ -41,9 +42,9 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def result(clip: Path) -> dict:
-    """`python -m edge bench --json` in its own process, as `make bench` runs it."""
+    """`python -m edge.tools.bench --json` in its own process, as `make bench` runs it."""
     proc = subprocess.run(
-        [sys.executable, "-m", "edge", "bench", "--json", "--video", str(clip),
+        [sys.executable, "-m", "edge.tools.bench", "--json", "--video", str(clip),
          "--frames", str(FRAMES)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
     )

@@ -225,6 +225,8 @@ def test_package_has_control_conffile_files_and_binaries_for_its_arch(
                  "/usr/share/maskwatch/models/labels.txt"):  # fmt: skip
         assert path in names, path
     assert any(n.startswith("/opt/maskwatch/lib/ai_edge_litert/") for n in names)
+    # The models ship once, in /usr/share/maskwatch/models, not also as the wheel's package data.
+    assert [n for n in names if n.startswith("/opt/maskwatch/lib/edge/models")] == []
     # numpy, scipy, opencv, pydantic-core, the LiteRT interpreter: all built for this arch.
     assert len(machines) > 20, sorted(machines)
     wrong = {name: m for name, m in machines.items() if m != ELF_MACHINE[arch]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.eval_video import VideoScore, head_owner
+from edge.tools.eval_video import VideoScore, head_owner
 
 # frame, id, x, y, w, h: two people side by side, 40 x 120 px bodies.
 BODIES = np.array([[1, 7, 100, 50, 40, 120], [1, 9, 150, 60, 40, 120]], dtype=float)

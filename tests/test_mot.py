@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edge.config.tracker import TrackerConfig
-from edge.eval_tracking import EveryNthFrameTracker, tracker_factory
 from edge.mot import MotFormatError, read_detections, track_mot
+from edge.tools.eval_tracking import EveryNthFrameTracker, tracker_factory
 from edge.track import Tracker
 
 MOT15 = Path(__file__).resolve().parents[1].parent / "shared" / "tracking" / "MOT15" / "train"

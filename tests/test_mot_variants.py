@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.mot_variants import every_nth, noisy
+from edge.tools.mot_variants import every_nth, noisy
 
 
 def test_every_nth_keeps_frames_1_4_7_and_renumbers_them() -> None:

@@ -6,16 +6,22 @@ committed model; they skip with the reason when either is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 import pytest
+from conftest import outbox_rows, persistent_broker, write_cut
 
 if TYPE_CHECKING:  # the fixtures' types; pytest provides the objects
     from conftest import Subscriber
@@ -295,3 +301,170 @@ def test_street_config_counts_people_in_pets_footage(mosquitto, subscribe, tmp_p
     [hourly] = published(sub, "maskwatch/street/totals/hourly")
     assert 3 <= len(people) <= 12, [p["track_id"] for p in people]
     assert hourly["people"] == len(people)
+
+
+# -- nothing lost when the broker is away at the end -----------------------------------------
+
+FOOTAGE = VIDEOS / "one-by-one-person-detection.mp4"
+# Seconds of the footage in which its first three people are seen (as in tests/test_faults.py).
+THREE_PEOPLE_S = ((6.5, 7.3), (24.1, 24.9), (51.1, 52.3))
+START = "2026-11-21T10:05:00+01:00"
+
+
+@pytest.fixture(scope="module")
+def three_people(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three people, one after the other, each with 1 s before and 1.5 s after (about 10 s)."""
+    return write_cut(FOOTAGE, tmp_path_factory.mktemp("cut") / "three.mp4", THREE_PEOPLE_S,
+                     1.0, 1.5)
+
+
+def lossless_config(directory: Path, clip: Path, port: int, *, loop: bool = False) -> Path:
+    """Device `test`, camera `door` on clip (tracks end 1 s after the last look, so each
+    person of the cut is decided before the next), a broker retried every second, state in
+    directory/state (used by `maskwatch run`; a replay takes --state-dir)."""
+    config = directory / "lossless.yaml"
+    config.write_text(
+        f"device: test\ncameras:\n  - name: door\n    source: {clip}\n"
+        f"    loop: {str(loop).lower()}\n"
+        "tracker:\n  max_age_s: 1.0\n"
+        f"mqtt:\n  host: 127.0.0.1\n  port: {port}\n  reconnect_initial_s: 1\n"
+        "  reconnect_max_s: 1\n"
+        f"totals:\n  timezone: Europe/Berlin\nstate:\n  directory: {directory / 'state'}\n"
+    )
+    return config
+
+
+def maskwatch(*args: str | Path) -> list[str]:
+    """The command line of `maskwatch ARGS` as this checkout runs it."""
+    return [sys.executable, "-m", "edge", *map(str, args)]
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """proc, killed at the end of the block if it still runs (a failed test leaves none)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def people_counted(stdout: str) -> int:
+    """The `people` row of a replay's summary table."""
+    (row,) = [ln for ln in stdout.splitlines() if ln.split()[:1] == ["people"]]
+    return int(row.split()[1])
+
+
+def waiting_in(db: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The person events and the hourly totals waiting in a state file, oldest first."""
+    rows = outbox_rows(db)
+    return ([json.loads(p) for kind, p in rows if kind == "person"],
+            [json.loads(p) for kind, p in rows if kind == "hourly"])
+
+
+@pytest.mark.parametrize("next_start", ["replay", "run"])
+def test_replay_with_the_broker_down_at_its_end_leaves_its_events_for_the_next_start(
+    next_start: str, three_people: Path, mosquitto_factory, subscribe, tmp_path: Path,
+    private_user_state: Path,
+) -> None:
+    """The broker is down from before a replay until after it: the replay waits its drain
+    time, says what still waits and exits 75, the events kept in the user's state directory.
+    Once the broker is back, the next replay (or `maskwatch run`) on that directory sends
+    them first, each event_id once, with the payload the first replay made."""
+    broker, saved = persistent_broker(mosquitto_factory, tmp_path / "broker-db")
+    sub = subscribe(broker.host, broker.port, "maskwatch/test/#", session_file=saved)
+    broker.stop()
+    config = lossless_config(tmp_path, three_people, broker.port, loop=next_start == "run")
+
+    first = subprocess.run(
+        maskwatch("replay", three_people, "--config", config, "--start-time", START,
+                  "--drain-timeout", "1"),
+        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+    )
+    assert first.returncode == 75, first.stderr[-2000:]
+    default_dir = private_user_state / "maskwatch" / "replay"  # no --state-dir: the user's
+    db = default_dir / "maskwatch.sqlite3"
+    left, left_hourly = waiting_in(db)
+    assert len(left) == people_counted(first.stdout) >= 2, first.stdout
+    assert [h["people"] for h in left_hourly] == [len(left)]
+    assert (f"{len(left)} person event(s) and 1 hourly total(s) still wait for the MQTT broker "
+            f"at 127.0.0.1:{broker.port} after 1 s; kept in {db}") in first.stderr
+    assert not (tmp_path / "state").exists(), "a replay uses --state-dir, not state.directory"
+
+    broker.start()
+    sub.wait_connected(2)
+    if next_start == "replay":
+        second = subprocess.run(
+            maskwatch("replay", three_people, "--config", config, "--start-time", START,
+                      "--state-dir", default_dir, "--drain-timeout", "60"),
+            capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+        )
+        assert second.returncode == 0, second.stderr[-2000:]
+        assert waiting_in(db) == ([], [])
+    else:
+        run_config = config.read_text().replace(f"directory: {tmp_path / 'state'}",
+                                                f"directory: {default_dir}")
+        config.write_text(run_config)
+        env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        with reaped(subprocess.Popen(maskwatch("run", "--config", config), cwd=tmp_path, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)) as daemon:
+            sub.wait_for(
+                lambda ms: {e["event_id"] for e in left} <= {
+                    json.loads(m.payload)["event_id"] for m in ms if m.topic.endswith("/person")
+                },
+                90, "the events the replay left",
+            )
+            daemon.send_signal(signal.SIGTERM)
+            _, stderr = daemon.communicate(timeout=90)
+        assert daemon.returncode == 0, stderr[-2000:]
+    sent = published(sub, "maskwatch/test/person")
+    assert sent[: len(left)] == left, "the left events come first, as the replay made them"
+    ids = Counter(e["event_id"] for e in sent)
+    assert all(ids[e["event_id"]] == 1 for e in left), ids
+    assert published(sub, "maskwatch/test/totals/hourly")[0] == left_hourly[0]
+
+
+def test_replay_waits_for_a_broker_that_comes_back_while_it_drains(
+    three_people: Path, mosquitto_factory, subscribe, tmp_path: Path
+) -> None:
+    """The broker is down when a replay reaches its end; it comes back during the drain
+    time: everything is delivered and the replay exits 0."""
+    broker, saved = persistent_broker(mosquitto_factory, tmp_path / "broker-db")
+    sub = subscribe(broker.host, broker.port, "maskwatch/test/#", session_file=saved)
+    broker.stop()
+    config = lossless_config(tmp_path, three_people, broker.port)
+    state = tmp_path / "replay-state"
+    with reaped(subprocess.Popen(
+        maskwatch("replay", three_people, "--config", config, "--start-time", START,
+                  "--state-dir", state, "--drain-timeout", "300"),
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )) as proc:
+        # The hourly total is queued after the last frame: the replay is draining now.
+        deadline = time.monotonic() + 300
+        while not waiting_in(state / "maskwatch.sqlite3")[1]:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the replay did not reach its end"
+            time.sleep(0.1)
+        left, _ = waiting_in(state / "maskwatch.sqlite3")
+        broker.start()
+        stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert len(left) == people_counted(stdout) >= 2
+    sub.wait_for(lambda ms: any(m.topic.endswith("totals/hourly") for m in ms), 30, "the total")
+    sent = published(sub, "maskwatch/test/person")
+    assert [e["event_id"] for e in sent] == [e["event_id"] for e in left]
+    assert waiting_in(state / "maskwatch.sqlite3") == ([], [])
+
+
+def test_replay_state_dir_that_cannot_be_created_exits_73(tmp_path: Path) -> None:
+    """--state-dir below a regular file: one line naming the folder, exit 73."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    done = subprocess.run(
+        maskwatch("replay", FOOTAGE, "--state-dir", blocker / "state", "--mqtt-port", "1"),
+        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
+    )
+    assert done.returncode == 73, done.stderr[-2000:]
+    assert f"{blocker / 'state'}: cannot create state directory" in done.stderr

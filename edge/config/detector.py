@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 from typing import Literal
 
@@ -11,20 +12,31 @@ from edge.config.paths import relative_to_config
 
 MODEL_FILE = "head_detector_int8.tflite"
 LABELS_FILE = "labels.txt"
-# Where a Debian package installs the models; used when edge/ is not next to a models/ folder.
+# Where a wheel carries the models: package data of `edge` (setup.py copies models/ there).
+PACKAGE_MODELS = "models"
+# Where a Debian package installs the models.
 SYSTEM_MODELS_DIR = Path("/usr/share/maskwatch/models")
+
+
+def packaged_models_dir() -> Path | None:
+    """The models folder inside the installed `edge` package (a wheel's package data), found
+    with importlib.resources; None when the package has none (a checkout, the Debian package)
+    or is not on a file system (the interpreter needs a file path)."""
+    folder = importlib.resources.files("edge") / PACKAGE_MODELS
+    return folder if isinstance(folder, Path) and folder.is_dir() else None
 
 
 def models_dir() -> Path:
     """The folder holding the shipped models.
 
-    models/ next to the edge package (a source checkout or an editable install) wins, then
-    /usr/share/maskwatch/models. When neither holds the model, the checkout folder is returned
-    so that the detector's "file not found" error names a sensible place.
+    The installed package's own (pip install) wins, then models/ next to the edge package (a
+    source checkout or an editable install), then /usr/share/maskwatch/models (the Debian
+    package). When none holds the model, the checkout folder is returned so that the
+    detector's "file not found" error names a sensible place.
     """
     beside_package = Path(__file__).resolve().parent.parent.parent / "models"
-    for candidate in (beside_package, SYSTEM_MODELS_DIR):
-        if (candidate / MODEL_FILE).is_file():
+    for candidate in (packaged_models_dir(), beside_package, SYSTEM_MODELS_DIR):
+        if candidate is not None and (candidate / MODEL_FILE).is_file():
             return candidate
     return beside_package
 
@@ -48,8 +60,9 @@ class DetectorConfig(BaseModel):
         default_factory=default_model_path,
         description=(
             "Quantized .tflite model run on the CPU (relative paths are relative to this config "
-            "file). Default: the shipped head_detector_int8.tflite in the package's models/ "
-            "folder or /usr/share/maskwatch/models."
+            "file). Default: the shipped head_detector_int8.tflite, inside the installed "
+            "package (pip), in the checkout's models/ folder, or in /usr/share/maskwatch/models "
+            "(Debian package)."
         ),
     )
     edgetpu_model: Path | None = Field(

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from edge.config.errors import ConfigError
 from edge.config.paths import CONFIG_DIR_KEY
 from edge.config.root import Config
 
@@ -43,17 +44,6 @@ _ECHO_STR_INPUT_TYPES = {"literal_error", "enum"}
 # How pydantic names a union branch in an error's loc ("function-after[_check(), str]"); such
 # parts are no YAML key, so they are left out of the printed field path.
 _UNION_TAG = re.compile(r"^[a-z][a-z-]*\[.*\]$")
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; .messages holds one "FILE:LINE: path: message" each."""
-
-    def __init__(self, messages: list[str] | str) -> None:
-        """Keep the messages; str(error) joins them with newlines."""
-        given = [messages] if isinstance(messages, str) else list(messages)
-        # One line per problem, whatever odd key names the file holds.
-        self.messages: list[str] = [m.replace("\r", "\\r").replace("\n", "\\n") for m in given]
-        super().__init__("\n".join(self.messages))
 
 
 class _LineLoader(yaml.SafeLoader):

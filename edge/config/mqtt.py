@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from edge.config.checks import cap_not_below_initial, topic_usable
+from edge.config.errors import ConfigError
 from edge.config.paths import relative_to_config
 
 DEFAULT_PASSWORD_CREDENTIAL = "mqtt_password"
@@ -137,6 +138,18 @@ class MqttConfig(BaseModel):
         True,
         description="Publish hourly totals retained so that a new subscriber sees the latest.",
     )
+    stop_flush_s: float = Field(
+        5.0,
+        gt=0,
+        le=600,
+        description=(
+            "When the daemon stops, how long it waits for the broker to acknowledge what is "
+            "still queued (the people decided at the stop included) before it disconnects; "
+            "whatever is not acknowledged by then stays in the state file and is sent at the "
+            "next start. It returns as soon as everything is acknowledged, and at once when "
+            "the broker is unreachable. Keep it under the unit's TimeoutStopSec (30 s)."
+        ),
+    )
     status_interval_s: float = Field(
         60.0,
         gt=0,
@@ -203,11 +216,8 @@ def resolve_password(cfg: MqttConfig, environ: dict[str, str] | None = None) -> 
     Order: password_file, then $CREDENTIALS_DIRECTORY/<password_credential>. The default
     credential name is optional (absent file -> None); a file or credential named in the config
     must be readable. One trailing newline ("\\n" or "\\r\\n") is stripped, as editors add one.
-    Raises edge.config.load.ConfigError naming the file when it cannot be read.
+    Raises ConfigError naming the file when it cannot be read.
     """
-    # Imported here: load.py imports the models, so a top-level import would be circular.
-    from edge.config.load import ConfigError
-
     env = os.environ if environ is None else environ
     if cfg.password_file is not None:
         return _read_secret(cfg.password_file, ConfigError, "mqtt.password_file")

@@ -23,6 +23,21 @@ def default_state_directory(environ: dict[str, str] | None = None) -> Path:
     return Path(value) if value else DEFAULT_STATE_DIRECTORY
 
 
+def user_state_directory(environ: dict[str, str] | None = None) -> Path:
+    """Where `maskwatch replay` keeps its state unless told (--state-dir): the user's state
+    directory of the XDG base directory specification, $XDG_STATE_HOME (an absolute path),
+    else ~/.local/state, followed by maskwatch/replay.
+
+    Raises:
+        RuntimeError: neither $XDG_STATE_HOME nor a home directory is known.
+    """
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_STATE_HOME", "")
+    # The specification ignores a relative value.
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".local" / "state"
+    return root / "maskwatch" / "replay"
+
+
 class StateConfig(BaseModel):
     """Where the SQLite state (unsent events outbox, running totals) is kept."""
 

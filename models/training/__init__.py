@@ -1,0 +1,2 @@
+"""Training, export and evaluation of the head detector (`make model`, `make eval-model`); needs
+the [train] extra (TensorFlow), which the runtime never installs."""

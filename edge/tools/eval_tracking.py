@@ -54,7 +54,7 @@ from edge.track import Tracker, TrackUpdate
 if not hasattr(np, "asfarray"):
     np.asfarray = lambda a, dtype=float: np.asarray(a, dtype=dtype)  # type: ignore[attr-defined]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "tracking" / "MOT15" / "train"
 TABLE_PATH = Path("/tmp/eval_tracking.md")
 
@@ -446,8 +446,8 @@ def evaluate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m edge.eval_tracking`."""
-    parser = argparse.ArgumentParser(prog="python -m edge.eval_tracking", description=__doc__)
+    """Entry point of `python -m edge.tools.eval_tracking`."""
+    parser = argparse.ArgumentParser(prog="python -m edge.tools.eval_tracking", description=__doc__)
     parser.add_argument(
         "--data", type=Path, default=DEFAULT_DATA, help="folder of MOTChallenge sequences"
     )

@@ -1,7 +1,7 @@
 """Harder copies of MOTChallenge sequences, to check tracker settings beyond the three we have.
 
-    python -m edge.mot_variants OUT_DIR [--data ../shared/tracking/MOT15/train]
-    python -m edge.eval_tracking --no-peers --data OUT_DIR
+    python -m edge.tools.mot_variants OUT_DIR [--data ../shared/tracking/MOT15/train]
+    python -m edge.tools.eval_tracking --no-peers --data OUT_DIR
 
 For every sequence it writes the original and: `-noisy` (15 % of detections dropped, boxes
 jittered by 4 % of their height, 3 % false alarms of score 0.5-0.8 added) and, for sequences
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.eval_tracking import DEFAULT_DATA, load_sequences
+from edge.tools.eval_tracking import DEFAULT_DATA, load_sequences
 
 SEED = 1
 
@@ -74,8 +74,8 @@ def write_variants(data: Path, out: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m edge.mot_variants`."""
-    parser = argparse.ArgumentParser(prog="python -m edge.mot_variants", description=__doc__,
+    """Entry point of `python -m edge.tools.mot_variants`."""
+    parser = argparse.ArgumentParser(prog="python -m edge.tools.mot_variants", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="folder to write (replaced)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)

@@ -1,4 +1,5 @@
-"""`maskwatch bench`: how much of the interpreter's own speed the full pipeline keeps.
+"""How much of the interpreter's own speed the full pipeline keeps: `make bench`, that is
+`python -m edge.tools.bench [--json] [--video CLIP] [--frames N] ...`.
 
 One process, one model, one interpreter, one clip (PETS09-S2L1 from ../shared when present,
 else a generated clip):
@@ -68,7 +69,7 @@ from edge.track import Tracker
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CLIP = REPO_ROOT.parent / "shared" / "tracking" / "PETS09-S2L1-vtest.avi"
 MOSQUITTO = "mosquitto"
 MOSQUITTO_FALLBACK = Path("/usr/sbin/mosquitto")
@@ -232,7 +233,7 @@ def make_clip(path: Path, frames: int, size: tuple[int, int] = GENERATED_SIZE,
 @contextlib.contextmanager
 def local_broker() -> Iterator[int | None]:
     """A mosquitto on a free loopback port for the benchmark's publisher; None if none exists."""
-    from edge.demo import free_port, wait_for_port
+    from edge.tools.demo import free_port, wait_for_port
 
     binary = shutil.which(MOSQUITTO) or (str(MOSQUITTO_FALLBACK)
                                         if MOSQUITTO_FALLBACK.exists() else None)
@@ -742,7 +743,7 @@ def run_bench(video: Path | None, frames: int, runtime: str = "auto",
         port = stack.enter_context(local_broker())
         publishing = port is not None
         if port is None:
-            from edge.demo import free_port
+            from edge.tools.demo import free_port
 
             # Nothing listens there: events are stored and queue, as on a device offline.
             port = free_port()
@@ -969,8 +970,27 @@ def soak_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m edge.tools.bench` (`make bench`)."""
+    parser = argparse.ArgumentParser(prog="python -m edge.tools.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--video", type=Path, help="clip to measure on (default: PETS09-S2L1)")
+    parser.add_argument("--frames", type=int, default=300, help="pipeline frames to time")
+    parser.add_argument("--runtime", choices=("auto", "ai_edge_litert", "tflite_runtime"),
+                        default="auto", help="CPU interpreter package to measure")
+    parser.add_argument("--detect-every", type=int, default=1, metavar="N",
+                        help="camera.detect_every_n_frames (Kalman prediction in between)")
+    parser.add_argument("--motion", action="store_true",
+                        help="camera.motion.enabled: skip the detector when nothing moves")
+    parser.add_argument("--soak-hours", type=float, metavar="H",
+                        help="instead: replay the clip in a loop for H hours of footage, as fast "
+                        "as it goes, and report the resident memory curve")
+    return parser
+
+
 def main(args: argparse.Namespace) -> int:
-    """`maskwatch bench [--json] [--video CLIP] [--frames N] [--runtime NAME] ...`."""
+    """Run the bench for parsed arguments (see build_parser); the exit status."""
     entry_age_s = process_age_s()
     frames = int(args.frames)
     if frames < 1:
@@ -980,7 +1000,7 @@ def main(args: argparse.Namespace) -> int:
     if runtime not in RUNTIMES:
         print(f"--runtime: one of {', '.join(RUNTIMES)}, got {runtime!r}", file=sys.stderr)
         return EXIT_USAGE
-    # `maskwatch bench` may not offer the newer options: their defaults then apply.
+    # A Namespace built by hand may leave options out: their defaults then apply.
     detect_every = getattr(args, "detect_every", None)
     options = Options(detect_every=1 if detect_every is None else int(detect_every),
                       motion=bool(getattr(args, "motion", False)))
@@ -1008,9 +1028,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m edge.bench", description=__doc__,
-                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    from edge.__main__ import add_bench_arguments
-
-    add_bench_arguments(_parser)
-    sys.exit(main(_parser.parse_args()))
+    sys.exit(main(build_parser().parse_args()))

@@ -1,6 +1,6 @@
 """End-to-end counting on real frames: detector -> tracker -> count, against MOT ground truth.
 
-    python -m edge.eval_video --config configs/street-camera.yaml
+    python -m edge.tools.eval_video --config configs/street-camera.yaml
 
 Runs the daemon's own pipeline (the config's first camera, detector, tracker and vote) over a
 video whose people have MOTChallenge ground truth (default: PETS09-S2L1, 795 frames, 19
@@ -28,8 +28,8 @@ import numpy as np
 from edge.config.load import ConfigError, load_config_or_defaults
 from edge.config.root import Config
 from edge.detect import Detector
-from edge.eval_tracking import DEFAULT_DATA
 from edge.pipeline import CameraPipeline, footage_clock
+from edge.tools.eval_tracking import DEFAULT_DATA
 
 DEFAULT_VIDEO = DEFAULT_DATA.parents[1] / "PETS09-S2L1-vtest.avi"
 DEFAULT_GT = DEFAULT_DATA / "PETS09-S2L1" / "gt" / "gt.txt"
@@ -133,8 +133,8 @@ def score_video(video: Path, gt_path: Path, config: Config) -> VideoScore:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m edge.eval_video`."""
-    parser = argparse.ArgumentParser(prog="python -m edge.eval_video", description=__doc__,
+    """Entry point of `python -m edge.tools.eval_video`."""
+    parser = argparse.ArgumentParser(prog="python -m edge.tools.eval_video", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     parser.add_argument("--gt", type=Path, default=DEFAULT_GT, help="MOTChallenge gt.txt")

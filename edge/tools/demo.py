@@ -1,6 +1,6 @@
 """`make demo`: a local broker, a subscriber printing what it receives, and a replay.
 
-    python -m edge.demo --video demo-out/vtest.avi --config configs/street-camera.yaml \
+    python -m edge.tools.demo --video demo-out/vtest.avi --config configs/street-camera.yaml \
         --annotate demo-out/annotated.mp4
 """
 
@@ -55,7 +55,9 @@ def main() -> int:
                 subprocess.Popen(["mosquitto_sub", "-p", str(port), "-v", "-t", "maskwatch/#"])
             )
             time.sleep(0.3)
-            argv = ["replay", str(args.video), "--mqtt-host", "127.0.0.1", "--mqtt-port", str(port)]
+            # The demo's broker lives as long as the demo: so does the replay's state.
+            argv = ["replay", str(args.video), "--mqtt-host", "127.0.0.1", "--mqtt-port", str(port),
+                    "--state-dir", str(Path(tmp) / "state")]
             if args.annotate:
                 argv += ["--annotate", str(args.annotate)]
             if args.config:
