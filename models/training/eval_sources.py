@@ -369,7 +369,7 @@ def decided_people(model_path: Path, clip: Path, config_path: Path | None) -> Co
 
 def pipeline_section(shared: Path, model_path: Path) -> list[str]:
     """Whole-chain checks: people decided per clip, and the PETS count of the street config."""
-    from edge.eval_video import DEFAULT_GT, DEFAULT_VIDEO, score_video
+    from edge.tools.eval_video import DEFAULT_GT, DEFAULT_VIDEO, score_video
 
     lines = [
         "## Whole pipeline (detector, tracker, vote) on clips",
