@@ -114,7 +114,7 @@ eval-model: setup
 
 eval-tracking: setup
 	$(BIN)/pip install -q -e '.[eval]' && $(BIN)/pip install -q --no-deps norfair==2.3.0
-	$(BIN)/python -m edge.eval_tracking
+	$(BIN)/python -m edge.eval_tracking --variants clean noisy clean-noisy heads
 	$(BIN)/python -m edge.eval_video --config configs/street-camera.yaml
 
 # Debian package for bookworm / Raspberry Pi OS: dist/maskwatch_<version>_<arch>.deb with the

@@ -17,15 +17,22 @@ decision.
 
 from __future__ import annotations
 
+import configparser
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
+
 from edge.config.tracker import TrackerConfig
 from edge.detection import FACE_NOT_VISIBLE, Detection
 from edge.track import Tracker
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The MOT15 training sequences of ../shared (evaluation only; the daemon never reads them).
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "tracking" / "MOT15" / "train"
 
 
 class MotFormatError(ValueError):
@@ -184,3 +191,44 @@ def track_mot(
     for frame, track_id, (x1, y1, x2, y2) in rows:
         out.write(f"{frame},{track_id},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,-1,-1,-1\n")
     return len(people)
+
+
+@dataclass(slots=True)
+class Sequence:
+    """One MOTChallenge sequence: where it is, its frame rate and length."""
+
+    name: str
+    path: Path
+    fps: float
+    length: int
+
+    @property
+    def det_path(self) -> Path:
+        """Its public detections."""
+        return self.path / "det" / "det.txt"
+
+    @property
+    def gt_path(self) -> Path:
+        """Its ground truth."""
+        return self.path / "gt" / "gt.txt"
+
+    def people(self) -> int:
+        """Distinct identities in the ground truth."""
+        gt = np.loadtxt(self.gt_path, delimiter=",", ndmin=2)
+        return len(np.unique(gt[:, 1]))
+
+
+def load_sequences(root: Path) -> list[Sequence]:
+    """Every sequence folder under root that has det, gt and seqinfo.ini."""
+    sequences = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        info = folder / "seqinfo.ini"
+        if not info.is_file():
+            continue
+        parser = configparser.ConfigParser()
+        parser.read(info)
+        section = parser["Sequence"]
+        sequences.append(
+            Sequence(folder.name, folder, float(section["frameRate"]), int(section["seqLength"]))
+        )
+    return sequences
