@@ -110,12 +110,17 @@ class EveryNthFrameTracker(Tracker):
         self.every = every
         self._frame = 0
 
-    def update(self, detections: Iterable[Detection], timestamp: float) -> TrackUpdate:
+    def update(
+        self,
+        detections: Iterable[Detection],
+        timestamp: float,
+        frame_size: tuple[float, float] | None = None,
+    ) -> TrackUpdate:
         """update() on the frames the detector would run on, predict() on the others."""
         frame, self._frame = self._frame, self._frame + 1
         if frame % self.every:
             return self.predict(timestamp)
-        return super().update(list(detections), timestamp)
+        return super().update(list(detections), timestamp, frame_size)
 
 
 def tracker_factory(every: int) -> TrackerFactory:
@@ -147,7 +152,7 @@ def run_maskwatch(
     for frame in range(1, seq.length + 1):
         dets = frames.get(frame, [])
         start = time.perf_counter()
-        tracker.update(dets, (frame - 1) / seq.fps)
+        tracker.update(dets, (frame - 1) / seq.fps, seq.frame_size)
         spent += time.perf_counter() - start
     return Result(rows, 1000.0 * spent / seq.length)
 

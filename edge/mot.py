@@ -134,6 +134,7 @@ def track_mot(
     fill_gap_s: float = FILL_GAP_S,
     *,
     make_tracker: TrackerFactory = Tracker,
+    frame_size: tuple[float, float] | None = None,
 ) -> int:
     """Track the detections of `det_path` and write confirmed tracks as MOTChallenge rows.
 
@@ -145,6 +146,9 @@ def track_mot(
         config: tracker settings; the daemon's defaults when None.
         fill_gap_s: longest gap (s) between two detections of a track filled by interpolation.
         make_tracker: builds the tracker from the settings; the daemon's Tracker by default.
+        frame_size: the frame's (width, height), so that people who walk out of it end there
+            (as the daemon's do); by default read from the sequence's seqinfo.ini
+            (frame_size_of), unknown without one.
 
     Returns:
         The number of distinct ids written: the people counted.
@@ -157,12 +161,14 @@ def track_mot(
         raise ValueError(f"--fps must be a positive number, got {fps!r}")
     frames = read_detections(det_path, min_score)
     tracker = make_tracker(config or TrackerConfig())
+    if frame_size is None:
+        frame_size = frame_size_of(det_path)
     rows: list[tuple[int, int, tuple[float, float, float, float]]] = []
     pending: dict[int, _Pending] = {}
     people: set[int] = set()
     last_frame = max(frames, default=0)
     for frame in range(1, last_frame + 1):
-        update = tracker.update(frames.get(frame, []), (frame - 1) / fps)
+        update = tracker.update(frames.get(frame, []), (frame - 1) / fps, frame_size)
         for head in update.heads:
             held = pending.setdefault(head.track_id, _Pending())
             if head.detection is not None:
@@ -201,6 +207,7 @@ class Sequence:
     path: Path
     fps: float
     length: int
+    frame_size: tuple[float, float] | None = None
 
     @property
     def det_path(self) -> Path:
@@ -229,6 +236,31 @@ def load_sequences(root: Path) -> list[Sequence]:
         parser.read(info)
         section = parser["Sequence"]
         sequences.append(
-            Sequence(folder.name, folder, float(section["frameRate"]), int(section["seqLength"]))
+            Sequence(
+                folder.name,
+                folder,
+                float(section["frameRate"]),
+                int(section["seqLength"]),
+                frame_size_of(folder / "det" / "det.txt"),
+            )
         )
     return sequences
+
+
+def frame_size_of(det_path: Path) -> tuple[float, float] | None:
+    """The frame's (width, height) from the seqinfo.ini of det_path's sequence, if it says.
+
+    MOTChallenge keeps a sequence's detections in SEQ/det/det.txt and its image size as
+    imWidth and imHeight in SEQ/seqinfo.ini; None when there is no such file or size.
+    """
+    info = det_path.parent.parent / "seqinfo.ini"
+    if not info.is_file():
+        return None
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(info)
+        section = parser["Sequence"]
+        width, height = float(section["imWidth"]), float(section["imHeight"])
+    except (configparser.Error, KeyError, ValueError):
+        return None
+    return (width, height) if width > 0 and height > 0 else None

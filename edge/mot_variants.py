@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.mot import DEFAULT_DATA, load_sequences
+from edge.mot import Sequence as MotSequence
 
 SEED = 1
 # Every kind of variant, in the order they are written.
@@ -41,15 +42,22 @@ HEAD_HEIGHT = 1 / 7.5
 HEAD_ASPECT = 0.8
 
 
-def _write(out: Path, name: str, fps: float, length: int, det: np.ndarray, gt: np.ndarray) -> None:
-    """One sequence folder in MOTChallenge layout."""
+def _write(
+    out: Path, seq: MotSequence, name: str, fps: float, length: int, det: np.ndarray,
+    gt: np.ndarray,
+) -> None:
+    """One sequence folder in MOTChallenge layout, the frame size that of seq."""
     folder = out / name
     (folder / "det").mkdir(parents=True)
     (folder / "gt").mkdir()
     np.savetxt(folder / "det" / "det.txt", det, delimiter=",", fmt="%.2f")
     np.savetxt(folder / "gt" / "gt.txt", gt, delimiter=",", fmt="%.2f")
+    size = "" if seq.frame_size is None else (
+        f"imWidth={seq.frame_size[0]:g}\nimHeight={seq.frame_size[1]:g}\n"
+    )
     (folder / "seqinfo.ini").write_text(
-        f"[Sequence]\nname={name}\nframeRate={fps:g}\nseqLength={length}\n", encoding="utf-8"
+        f"[Sequence]\nname={name}\nframeRate={fps:g}\nseqLength={length}\n{size}",
+        encoding="utf-8",
     )
 
 
@@ -123,21 +131,21 @@ def write_variants(data: Path, out: Path, kinds: Sequence[str] = KINDS) -> list[
             return np.random.default_rng([SEED, index, KINDS.index(kind)])
 
         if "noisy" in kinds:
-            _write(out, f"{seq.name}-noisy", seq.fps, seq.length,
+            _write(out, seq, f"{seq.name}-noisy", seq.fps, seq.length,
                    noisy(det, seq.length, rng("noisy")), gt)
         if "clean" in kinds:
-            _write(out, f"{seq.name}-clean", seq.fps, seq.length, as_detections(gt), gt)
+            _write(out, seq, f"{seq.name}-clean", seq.fps, seq.length, as_detections(gt), gt)
         if "clean-noisy" in kinds:
-            _write(out, f"{seq.name}-clean-noisy", seq.fps, seq.length,
+            _write(out, seq, f"{seq.name}-clean-noisy", seq.fps, seq.length,
                    noisy(as_detections(gt), seq.length, rng("clean-noisy")), gt)
         if "heads" in kinds:
             heads = head_boxes(gt)
-            _write(out, f"{seq.name}-heads", seq.fps, seq.length,
+            _write(out, seq, f"{seq.name}-heads", seq.fps, seq.length,
                    noisy(as_detections(heads), seq.length, rng("heads")), heads)
         if seq.fps > 10:
             for k in (2, 3):
                 if f"every{k}" in kinds:
-                    _write(out, f"{seq.name}-every{k}", seq.fps / k, (seq.length - 1) // k + 1,
+                    _write(out, seq, f"{seq.name}-every{k}", seq.fps / k, (seq.length - 1) // k + 1,
                            every_nth(det, k), every_nth(gt, k))
     return sorted(p.name for p in out.iterdir())
 
