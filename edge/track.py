@@ -71,7 +71,9 @@ linear_sum_assignment = _load_linear_sum_assignment()
 
 Box = tuple[float, float, float, float]
 
-# A standing adult is 7 to 8 heads tall.
+# A standing adult is 7 to 8 heads tall. People speed up, slow down and start walking in
+# proportion to their own height, not their box's: a head box (one less than head_aspect times
+# as high as it is wide) walks several of its heights a second where a body box walks one.
 HEADS_PER_PERSON = 7.5
 # Cost of a forbidden pair; anything at or above it is not a match.
 _FORBIDDEN = 1e6
@@ -285,9 +287,17 @@ class Tracker:
             self._time = max(self._time, timestamp)
             return
         self._time = timestamp
-        # Noise scales with the box height: the same settings serve heads and whole bodies.
+        # Noise scales with the person's height: the same settings serve heads and bodies.
         st = self._state
-        q = (self.config.acceleration_noise * self._person_heights()) ** 2
+        cfg = self.config
+        h = st[:, 3]
+        # (acceleration_noise x person height)^2, a head box being 1 / HEADS_PER_PERSON of it.
+        q = h * h
+        q *= np.where(
+            h < cfg.head_aspect * st[:, 2],
+            (cfg.acceleration_noise * HEADS_PER_PERSON) ** 2,
+            cfg.acceleration_noise**2,
+        )
         st[:, :4] += st[:, 4:8] * dt
         np.maximum(st[:, 2:4], _MIN_SIZE, out=st[:, 2:4])
         # P00 += 2 dt P01 + dt^2 P11 + q dt^3/3;  P01 += dt P11 + q dt^2/2;  P11 += q dt,
@@ -301,31 +311,33 @@ class Tracker:
         cfg = self.config
         st = self._state[rows]
         y = measured @ _CENTRES
-        h2 = np.maximum(y[:, 3], _MIN_SIZE) ** 2
+        h2 = np.maximum(y[:, 3], _MIN_SIZE)
+        h2 *= h2
         y -= st[:, :4]
         # The track's own detection noise, learnt from how far its detections fall from the
         # prediction beyond what the prediction's own uncertainty explains (innovation-based
         # estimate): detections that agree closely are trusted closely, down to
         # min_measurement_noise, never less than measurement_noise says.
         if cfg.noise_adaptation > 0:
-            seen = (y * y).mean(axis=1) / h2 - st[:, _P00] / h2
-            st[:, _R] += cfg.noise_adaptation * (seen - st[:, _R])
-            np.clip(
-                st[:, _R], cfg.min_measurement_noise**2, cfg.measurement_noise**2, out=st[:, _R]
-            )
-        r = st[:, _R] * h2
-        # Views: st is already a gathered copy, and both are read before they are written.
-        p00 = st[:, _P00]
-        p01 = st[:, _P01]
-        s = p00 + r
-        k0 = (p00 / s)[:, None]
-        k1 = (p01 / s)[:, None]
-        st[:, :4] += k0 * y
-        st[:, 4:8] += k1 * y
-        st[:, _P11] -= k1[:, 0] * p01
-        keep = 1.0 - k0[:, 0]
-        st[:, _P01] = keep * p01
-        st[:, _P00] = keep * p00
+            rate = cfg.noise_adaptation
+            # rate x (mean squared innovation over the four axes - P00) / h^2.
+            seen = (y * y) @ np.full(4, 0.25 * rate)
+            seen -= rate * st[:, _P00]
+            seen /= h2
+            learnt = st[:, _R]  # a view: updated in place
+            learnt *= 1.0 - rate
+            learnt += seen
+            # Two ufuncs: np.clip costs several times as much on arrays this small.
+            np.maximum(learnt, cfg.min_measurement_noise**2, out=learnt)
+            np.minimum(learnt, cfg.measurement_noise**2, out=learnt)
+        s = st[:, _R] * h2
+        s += st[:, _P00]
+        # Gains of position (k0) and velocity (k1), applied to all four axes in one product.
+        gain = st[:, _P00 : _P01 + 1] / s[:, None]
+        st[:, :8] += (gain[:, :, None] * y[:, None, :]).reshape(-1, 8)
+        # P11 -= k1 P01 first, while P01 is still the prior; then P00, P01 *= 1 - k0.
+        st[:, _P11] -= gain[:, 1] * st[:, _P01]
+        st[:, _P00 : _P01 + 1] *= 1.0 - gain[:, :1]
         self._state[rows] = st
 
     def _start(self, measured: np.ndarray, detections: list[Detection], timestamp: float) -> None:
@@ -351,19 +363,6 @@ class Tracker:
             track.confirmed = confirmed
             self._tracks.append(track)
             self._next_id += 1
-
-    def _person_heights(self) -> np.ndarray:
-        """Every track's person height in pixels: its box height, HEADS_PER_PERSON times that
-        for a head box (one less than head_aspect times as high as it is wide).
-
-        People speed up, slow down and start walking in proportion to their own height, not
-        their box's: a head box walks several of its heights a second where a body box
-        walks one.
-        """
-        st = self._state
-        return st[:, 3] * np.where(
-            st[:, 3] < self.config.head_aspect * st[:, 2], HEADS_PER_PERSON, 1.0
-        )
 
     # ------------------------------------------------------------------------ association
 
@@ -472,9 +471,10 @@ class Tracker:
 
     def _end_exits(self, frame_size: tuple[float, float]) -> list[EndedTrack]:
         """Remove tracks missed last time whose predicted centre is outside the frame."""
-        width, height = frame_size
-        x, y = self._state[:, 0], self._state[:, 1]
-        outside = ~self._matched & ((x < 0) | (x > width) | (y < 0) | (y > height))
+        if self._matched.all():
+            return []
+        half = np.array(frame_size) * 0.5
+        outside = (np.abs(self._state[:, :2] - half) > half).any(axis=1) & ~self._matched
         if not outside.any():
             return []
         ended = [t.ended() for t, out in zip(self._tracks, outside.tolist(), strict=True) if out]
