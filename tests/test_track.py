@@ -289,10 +289,11 @@ def test_someone_walking_in_where_another_walked_out_gets_a_new_id() -> None:
     out = [[det(560 + 8 * k, 100, label=FACE_NOT_VISIBLE)] for k in range(10)]
     gap: list[list[Detection]] = [[] for _ in range(15)]
     walk_in = [[det(620 - 8 * k, 105, label=FACE_NOT_VISIBLE)] for k in range(10)]
-    ids = []
+    ids: list[tuple[set[int], set[int]]] = []
     for size in ((640.0, 480.0), None):
         tracker = Tracker(TrackerConfig())
-        a_ids, b_ids = set(), set()
+        a_ids: set[int] = set()
+        b_ids: set[int] = set()
         for k, dets in enumerate(out + gap + walk_in):
             heads = tracker.update(dets, k / FPS, size).heads
             (a_ids if k < 10 else b_ids).update(h.track_id for h in heads if h.detection)
