@@ -8,11 +8,11 @@ detector or hidden for a while (up to max_age_s) keeps their identity instead of
 counted twice. Weak detections may only extend a track seen on the previous detection frame
 (ByteTrack), and a detection lying mostly inside a live track's box starts no new track, so a
 double detection of one person is not a second person. When the frame's size is known, a
-track missed on the last detection frame whose prediction has left the frame ends: that person
-walked out, and whoever walks in where they left gets an identity of their own. New tracks are
-tentative until min_hits detections; one that ends tentative is never a person. Every live
-track reports the filter's estimate of its box, steadier than the detector's own box (kept
-beside it).
+track missed on the last detection frame whose predicted box has wholly left the frame ends:
+that person walked out, and whoever walks in where they left gets an identity of their own.
+New tracks are tentative until min_hits detections; one that ends tentative is never a
+person. Every live track reports the filter's estimate of its box, steadier than the
+detector's own box (kept beside it).
 
 The filter's process noise is in person heights (a head box is one 7.5th of a person: the
 prediction of a head may bend as much as the person does), and each track learns how noisy its
@@ -197,7 +197,7 @@ class Tracker:
         """One frame on which the detector ran: match, update, start and end tracks.
 
         frame_size: the frame's (width, height) in the detections' pixels, when known. A
-        track missed on the previous detection frame whose predicted centre has left the
+        track missed on the previous detection frame whose predicted box has wholly left the
         frame then ends here: that person walked out, and someone walking in where they left
         must not take over their identity.
         """
@@ -470,11 +470,17 @@ class Tracker:
         return (inter / area[:, None]).max(axis=1) < self.config.birth_overlap
 
     def _end_exits(self, frame_size: tuple[float, float]) -> list[EndedTrack]:
-        """Remove tracks missed last time whose predicted centre is outside the frame."""
+        """Remove tracks missed last time whose predicted box lies wholly outside the frame."""
         if self._matched.all():
             return []
+        # Wholly outside: the centre further from the frame's centre than half the frame plus
+        # half the box, on either axis. (A centre just past the edge is often a person still
+        # standing there, half cut off, whom the detector missed once.)
+        st = self._state
         half = np.array(frame_size) * 0.5
-        outside = (np.abs(self._state[:, :2] - half) > half).any(axis=1) & ~self._matched
+        reach = st[:, 2:4] * 0.5
+        reach += half
+        outside = (np.abs(st[:, :2] - half) > reach).any(axis=1) & ~self._matched
         if not outside.any():
             return []
         ended = [t.ended() for t, out in zip(self._tracks, outside.tolist(), strict=True) if out]
