@@ -125,7 +125,7 @@ eval-model: setup
 # `python -m edge.tools.eval_tracking --no-peers --data OUT_DIR`.
 eval-tracking: setup
 	$(BIN)/pip install -q -e '.[eval]' && $(BIN)/pip install -q --no-deps norfair==2.3.0
-	$(BIN)/python -m edge.tools.eval_tracking
+	$(BIN)/python -m edge.tools.eval_tracking --variants clean noisy clean-noisy heads
 	$(BIN)/python -m edge.tools.eval_video --config configs/street-camera.yaml
 
 # Debian package for bookworm / Raspberry Pi OS: dist/maskwatch_<version>_<arch>.deb with the

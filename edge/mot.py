@@ -17,15 +17,22 @@ decision.
 
 from __future__ import annotations
 
+import configparser
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
+
 from edge.config.tracker import TrackerConfig
 from edge.detection import FACE_NOT_VISIBLE, Detection
 from edge.track import Tracker
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The MOT15 training sequences of ../shared (evaluation only; the daemon never reads them).
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "tracking" / "MOT15" / "train"
 
 
 class MotFormatError(ValueError):
@@ -127,6 +134,7 @@ def track_mot(
     fill_gap_s: float = FILL_GAP_S,
     *,
     make_tracker: TrackerFactory = Tracker,
+    frame_size: tuple[float, float] | None = None,
 ) -> int:
     """Track the detections of `det_path` and write confirmed tracks as MOTChallenge rows.
 
@@ -138,6 +146,9 @@ def track_mot(
         config: tracker settings; the daemon's defaults when None.
         fill_gap_s: longest gap (s) between two detections of a track filled by interpolation.
         make_tracker: builds the tracker from the settings; the daemon's Tracker by default.
+        frame_size: the frame's (width, height), so that people who walk out of it end there
+            (as the daemon's do); by default read from the sequence's seqinfo.ini
+            (frame_size_of), unknown without one.
 
     Returns:
         The number of distinct ids written: the people counted.
@@ -150,12 +161,14 @@ def track_mot(
         raise ValueError(f"--fps must be a positive number, got {fps!r}")
     frames = read_detections(det_path, min_score)
     tracker = make_tracker(config or TrackerConfig())
+    if frame_size is None:
+        frame_size = frame_size_of(det_path)
     rows: list[tuple[int, int, tuple[float, float, float, float]]] = []
     pending: dict[int, _Pending] = {}
     people: set[int] = set()
     last_frame = max(frames, default=0)
     for frame in range(1, last_frame + 1):
-        update = tracker.update(frames.get(frame, []), (frame - 1) / fps)
+        update = tracker.update(frames.get(frame, []), (frame - 1) / fps, frame_size)
         for head in update.heads:
             held = pending.setdefault(head.track_id, _Pending())
             if head.detection is not None:
@@ -184,3 +197,70 @@ def track_mot(
     for frame, track_id, (x1, y1, x2, y2) in rows:
         out.write(f"{frame},{track_id},{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},1,-1,-1,-1\n")
     return len(people)
+
+
+@dataclass(slots=True)
+class Sequence:
+    """One MOTChallenge sequence: where it is, its frame rate and length."""
+
+    name: str
+    path: Path
+    fps: float
+    length: int
+    frame_size: tuple[float, float] | None = None
+
+    @property
+    def det_path(self) -> Path:
+        """Its public detections."""
+        return self.path / "det" / "det.txt"
+
+    @property
+    def gt_path(self) -> Path:
+        """Its ground truth."""
+        return self.path / "gt" / "gt.txt"
+
+    def people(self) -> int:
+        """Distinct identities in the ground truth."""
+        gt = np.loadtxt(self.gt_path, delimiter=",", ndmin=2)
+        return len(np.unique(gt[:, 1]))
+
+
+def load_sequences(root: Path) -> list[Sequence]:
+    """Every sequence folder under root that has det, gt and seqinfo.ini."""
+    sequences = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        info = folder / "seqinfo.ini"
+        if not info.is_file():
+            continue
+        parser = configparser.ConfigParser()
+        parser.read(info)
+        section = parser["Sequence"]
+        sequences.append(
+            Sequence(
+                folder.name,
+                folder,
+                float(section["frameRate"]),
+                int(section["seqLength"]),
+                frame_size_of(folder / "det" / "det.txt"),
+            )
+        )
+    return sequences
+
+
+def frame_size_of(det_path: Path) -> tuple[float, float] | None:
+    """The frame's (width, height) from the seqinfo.ini of det_path's sequence, if it says.
+
+    MOTChallenge keeps a sequence's detections in SEQ/det/det.txt and its image size as
+    imWidth and imHeight in SEQ/seqinfo.ini; None when there is no such file or size.
+    """
+    info = det_path.parent.parent / "seqinfo.ini"
+    if not info.is_file():
+        return None
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(info)
+        section = parser["Sequence"]
+        width, height = float(section["imWidth"]), float(section["imHeight"])
+    except (configparser.Error, KeyError, ValueError):
+        return None
+    return (width, height) if width > 0 and height > 0 else None

@@ -87,12 +87,12 @@ class CameraPipeline:
             detect_now = False
             self.still_frames += 1
         inference_ms: list[float] = []
+        h, w = image.shape[:2]
         if detect_now:
             self._last_detect = timestamp
-            update = self.tracker.update(self.detect(image, inference_ms), timestamp)
+            update = self.tracker.update(self.detect(image, inference_ms), timestamp, (w, h))
         else:
             update = self.tracker.predict(timestamp)
-        h, w = image.shape[:2]
         for head in update.heads:
             if head.detection is not None:
                 self.decider.look(head.track_id, head.detection, w, h)

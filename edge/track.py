@@ -7,9 +7,17 @@ grows with the time a track has been unseen and with its own speed, so a person 
 detector or hidden for a while (up to max_age_s) keeps their identity instead of being
 counted twice. Weak detections may only extend a track seen on the previous detection frame
 (ByteTrack), and a detection lying mostly inside a live track's box starts no new track, so a
-double detection of one person is not a second person. New tracks are tentative until
-min_hits detections; one that ends tentative is never a person. Every live track reports the
-filter's estimate of its box, steadier than the detector's own box (kept beside it).
+double detection of one person is not a second person. When the frame's size is known, a
+track missed on the last detection frame whose predicted box has wholly left the frame ends:
+that person walked out, and whoever walks in where they left gets an identity of their own.
+New tracks are tentative until min_hits detections; one that ends tentative is never a
+person. Every live track reports the filter's estimate of its box, steadier than the
+detector's own box (kept beside it).
+
+The filter's process noise is in person heights (a head box is one 7.5th of a person: the
+prediction of a head may bend as much as the person does), and each track learns how noisy its
+own detections are, between min_measurement_noise and measurement_noise, so clean boxes are
+followed closely and jittery ones smoothed.
 
 The tracker ignores the class label: a person whose label flickers between the three labels
 stays one track. Times are in seconds and distances in box heights, so the same settings work
@@ -18,7 +26,7 @@ for heads and whole bodies, at any frame rate, and with detection on every n-th 
 
 Every axis of the state (centre x, centre y, width, height) is filtered on its own with a
 two-state (position, velocity) filter; with diagonal noise that is exactly the usual 8-state
-filter. All tracks live in one (N, 11) numpy array updated element-wise, which keeps an
+filter. All tracks live in one (N, 12) numpy array updated element-wise, which keeps an
 update with 10 tracks under 0.1 ms on a desktop core.
 """
 
@@ -63,13 +71,19 @@ linear_sum_assignment = _load_linear_sum_assignment()
 
 Box = tuple[float, float, float, float]
 
+# A standing adult is 7 to 8 heads tall. People speed up, slow down and start walking in
+# proportion to their own height, not their box's: a head box (one less than head_aspect times
+# as high as it is wide) walks several of its heights a second where a body box walks one.
+HEADS_PER_PERSON = 7.5
 # Cost of a forbidden pair; anything at or above it is not a match.
 _FORBIDDEN = 1e6
 # Smallest width or height (pixels) a predicted box may shrink to.
 _MIN_SIZE = 1.0
 # Columns of Tracker._state after the 4 positions and 4 velocities: the covariance terms.
 _P00, _P01, _P11 = 8, 9, 10
-_STATE = 11
+# The track's own measurement noise variance, relative to its height squared.
+_R = 11
+_STATE = 12
 # Centre x, centre y, width, height times this matrix is x1, y1, x2, y2 (one small matmul is
 # several times cheaper than slicing and concatenating).
 _CORNERS = np.array(
@@ -174,10 +188,24 @@ class Tracker:
 
     # ----------------------------------------------------------------------------- public
 
-    def update(self, detections: Sequence[Detection], timestamp: float) -> TrackUpdate:
-        """One frame on which the detector ran: match, update, start and end tracks."""
+    def update(
+        self,
+        detections: Sequence[Detection],
+        timestamp: float,
+        frame_size: tuple[float, float] | None = None,
+    ) -> TrackUpdate:
+        """One frame on which the detector ran: match, update, start and end tracks.
+
+        frame_size: the frame's (width, height) in the detections' pixels, when known. A
+        track missed on the previous detection frame whose predicted box has wholly left the
+        frame then ends here: that person walked out, and someone walking in where they left
+        must not take over their identity.
+        """
         self._advance(timestamp)
         cfg = self.config
+        exited: list[EndedTrack] = []
+        if frame_size is not None and len(self._tracks):
+            exited = self._end_exits(frame_size)
         n = len(self._tracks)
         m = len(detections)
         det_of_row: list[Detection | None] = [None] * n
@@ -219,7 +247,7 @@ class Tracker:
         if n and not matched.all():
             self._state[~matched, 6:8] = 0.0
         self._matched = matched
-        ended = self._end_stale(timestamp)
+        ended = exited + self._end_stale(timestamp)
         born = ~det_taken & high
         if born.any() and self._tracks and cfg.birth_overlap < 1:
             born &= self._clear_of_tracks(boxes)
@@ -259,9 +287,17 @@ class Tracker:
             self._time = max(self._time, timestamp)
             return
         self._time = timestamp
-        # Noise scales with the box height: the same settings serve heads and whole bodies.
+        # Noise scales with the person's height: the same settings serve heads and bodies.
         st = self._state
-        q = (self.config.acceleration_noise * st[:, 3]) ** 2
+        cfg = self.config
+        h = st[:, 3]
+        # (acceleration_noise x person height)^2, a head box being 1 / HEADS_PER_PERSON of it.
+        q = h * h
+        q *= np.where(
+            h < cfg.head_aspect * st[:, 2],
+            (cfg.acceleration_noise * HEADS_PER_PERSON) ** 2,
+            cfg.acceleration_noise**2,
+        )
         st[:, :4] += st[:, 4:8] * dt
         np.maximum(st[:, 2:4], _MIN_SIZE, out=st[:, 2:4])
         # P00 += 2 dt P01 + dt^2 P11 + q dt^3/3;  P01 += dt P11 + q dt^2/2;  P11 += q dt,
@@ -272,22 +308,36 @@ class Tracker:
 
     def _correct(self, rows: np.ndarray, measured: np.ndarray) -> None:
         """Kalman update of the given rows with measured boxes (x1, y1, x2, y2)."""
+        cfg = self.config
         st = self._state[rows]
         y = measured @ _CENTRES
-        r = (self.config.measurement_noise * y[:, 3]) ** 2
+        h2 = np.maximum(y[:, 3], _MIN_SIZE)
+        h2 *= h2
         y -= st[:, :4]
-        # Views: st is already a gathered copy, and both are read before they are written.
-        p00 = st[:, _P00]
-        p01 = st[:, _P01]
-        s = p00 + r
-        k0 = (p00 / s)[:, None]
-        k1 = (p01 / s)[:, None]
-        st[:, :4] += k0 * y
-        st[:, 4:8] += k1 * y
-        st[:, _P11] -= k1[:, 0] * p01
-        keep = 1.0 - k0[:, 0]
-        st[:, _P01] = keep * p01
-        st[:, _P00] = keep * p00
+        # The track's own detection noise, learnt from how far its detections fall from the
+        # prediction beyond what the prediction's own uncertainty explains (innovation-based
+        # estimate): detections that agree closely are trusted closely, down to
+        # min_measurement_noise, never less than measurement_noise says.
+        if cfg.noise_adaptation > 0:
+            rate = cfg.noise_adaptation
+            # rate x (mean squared innovation over the four axes - P00) / h^2.
+            seen = (y * y) @ np.full(4, 0.25 * rate)
+            seen -= rate * st[:, _P00]
+            seen /= h2
+            learnt = st[:, _R]  # a view: updated in place
+            learnt *= 1.0 - rate
+            learnt += seen
+            # Two ufuncs: np.clip costs several times as much on arrays this small.
+            np.maximum(learnt, cfg.min_measurement_noise**2, out=learnt)
+            np.minimum(learnt, cfg.measurement_noise**2, out=learnt)
+        s = st[:, _R] * h2
+        s += st[:, _P00]
+        # Gains of position (k0) and velocity (k1), applied to all four axes in one product.
+        gain = st[:, _P00 : _P01 + 1] / s[:, None]
+        st[:, :8] += (gain[:, :, None] * y[:, None, :]).reshape(-1, 8)
+        # P11 -= k1 P01 first, while P01 is still the prior; then P00, P01 *= 1 - k0.
+        st[:, _P11] -= gain[:, 1] * st[:, _P01]
+        st[:, _P00 : _P01 + 1] *= 1.0 - gain[:, :1]
         self._state[rows] = st
 
     def _start(self, measured: np.ndarray, detections: list[Detection], timestamp: float) -> None:
@@ -301,6 +351,7 @@ class Tracker:
         new[:, :4] = pos
         new[:, _P00] = (cfg.measurement_noise * h) ** 2
         new[:, _P11] = (cfg.initial_velocity_std * h) ** 2
+        new[:, _R] = cfg.measurement_noise**2
         self._state = np.concatenate([self._state, new])
         self._matched = np.concatenate([self._matched, np.ones(k, dtype=bool)])
         self._last_seen = np.concatenate([self._last_seen, np.full(k, timestamp)])
@@ -417,6 +468,24 @@ class Tracker:
         inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
         area = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-9)
         return (inter / area[:, None]).max(axis=1) < self.config.birth_overlap
+
+    def _end_exits(self, frame_size: tuple[float, float]) -> list[EndedTrack]:
+        """Remove tracks missed last time whose predicted box lies wholly outside the frame."""
+        if self._matched.all():
+            return []
+        # Wholly outside: the centre further from the frame's centre than half the frame plus
+        # half the box, on either axis. (A centre just past the edge is often a person still
+        # standing there, half cut off, whom the detector missed once.)
+        st = self._state
+        half = np.array(frame_size) * 0.5
+        reach = st[:, 2:4] * 0.5
+        reach += half
+        outside = (np.abs(st[:, :2] - half) > reach).any(axis=1) & ~self._matched
+        if not outside.any():
+            return []
+        ended = [t.ended() for t, out in zip(self._tracks, outside.tolist(), strict=True) if out]
+        self._keep(~outside)
+        return ended
 
     def _end_stale(self, timestamp: float) -> list[EndedTrack]:
         """Remove tracks unmatched for too long: confirmed after max_age_s, tentative sooner."""

@@ -1,10 +1,24 @@
-"""The harder MOT variants: subsampling renumbers frames, noise drops and adds detections."""
+"""The harder MOT variants: subsampling renumbers frames, noise drops and adds detections,
+ground truth fed back as detections, head boxes derived from body boxes."""
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
-from edge.tools.mot_variants import every_nth, noisy
+import numpy as np
+import pytest
+
+from edge.tools.mot_variants import (
+    HEAD_ASPECT,
+    HEAD_HEIGHT,
+    KINDS,
+    as_detections,
+    every_nth,
+    head_boxes,
+    kind_of,
+    noisy,
+    write_variants,
+)
 
 
 def test_every_nth_keeps_frames_1_4_7_and_renumbers_them() -> None:
@@ -32,3 +46,62 @@ def test_noisy_is_seeded_and_drops_and_adds() -> None:
     assert added == 1000 // 30
     assert 800 < len(a) - added < 900  # about 15 % of 1000 dropped
     assert np.all(np.diff(a[:, 0]) >= 0)  # still in frame order
+
+
+def _sequence(root: Path, name: str) -> None:
+    """A tiny MOTChallenge sequence: 3 people walking for 60 frames at 10 fps."""
+    folder = root / name
+    (folder / "det").mkdir(parents=True)
+    (folder / "gt").mkdir()
+    gt = np.array(
+        [[f, p, 50.0 + 100 * p + 2 * f, 80.0, 30.0, 75.0, 1, -1, -1, -1]
+         for f in range(1, 61) for p in (1, 2, 3)]
+    )
+    np.savetxt(folder / "gt" / "gt.txt", gt, delimiter=",", fmt="%g")
+    det = gt.copy()
+    det[:, 1] = -1
+    det[:, 2] += 1.5
+    det[:, 6] = 0.9
+    np.savetxt(folder / "det" / "det.txt", det, delimiter=",", fmt="%g")
+    (folder / "seqinfo.ini").write_text(
+        f"[Sequence]\nname={name}\nframeRate=10\nseqLength=60\n", encoding="utf-8"
+    )
+
+
+def test_ground_truth_as_detections_keeps_every_box_with_score_1() -> None:
+    gt = np.array([[2, 7, 10, 20, 30, 60, 1, -1, -1, -1], [1, 8, 5, 5, 10, 20, 1, -1, -1, -1]])
+    det = as_detections(gt)
+    assert det[:, 0].tolist() == [1, 2]  # frame order
+    assert det[:, 1].tolist() == [-1, -1]  # no identity leaks into the detections
+    assert det[:, 2:6].tolist() == [[5, 5, 10, 20], [10, 20, 30, 60]]
+    assert det[:, 6].tolist() == [1, 1]
+
+
+def test_head_box_sits_centred_at_the_top_of_the_body() -> None:
+    body = np.array([[1, 3, 100, 200, 40, 150, 1, -1, -1, -1]], dtype=float)
+    (head,) = head_boxes(body)
+    x, y, w, h = head[2:6]
+    assert h == pytest.approx(150 * HEAD_HEIGHT) and w == pytest.approx(h * HEAD_ASPECT)
+    assert y == 200  # top of the body
+    assert x + w / 2 == pytest.approx(100 + 40 / 2)  # centred on the body
+    assert head[[0, 1, 6]].tolist() == [1, 3, 1]  # frame, id and flag untouched
+
+
+def test_variants_are_seeded_and_each_kind_independent_of_the_others(tmp_path: Path) -> None:
+    _sequence(tmp_path / "data", "Walk")
+    names = write_variants(tmp_path / "data", tmp_path / "a", ["clean", "heads"])
+    assert names == ["Walk", "Walk-clean", "Walk-heads"]
+    write_variants(tmp_path / "data", tmp_path / "b", KINDS)
+    for name in names:
+        for part in ("det/det.txt", "gt/gt.txt"):
+            a = (tmp_path / "a" / name / part).read_bytes()
+            assert a == (tmp_path / "b" / name / part).read_bytes(), (name, part)
+    clean = np.loadtxt(tmp_path / "a" / "Walk-clean" / "det" / "det.txt", delimiter=",")
+    gt = np.loadtxt(tmp_path / "data" / "Walk" / "gt" / "gt.txt", delimiter=",")
+    np.testing.assert_allclose(clean[:, 2:6], gt[:, 2:6])
+    heads_gt = np.loadtxt(tmp_path / "a" / "Walk-heads" / "gt" / "gt.txt", delimiter=",")
+    np.testing.assert_allclose(heads_gt[:, 5], gt[:, 5] * HEAD_HEIGHT, atol=0.01)
+    heads = np.loadtxt(tmp_path / "a" / "Walk-heads" / "det" / "det.txt", delimiter=",")
+    assert 0 < (heads[:, 6] < 1).sum() == len(gt) // 30  # false alarms, as in -noisy
+    assert kind_of("TUD-Campus-clean-noisy") == "clean-noisy"
+    assert kind_of("TUD-Campus-noisy") == "noisy" and kind_of("TUD-Campus") == ""

@@ -2,11 +2,13 @@
 
 Distances and sizes are measured in box heights and times in seconds, so one set of values
 serves heads and whole bodies, near and far, at any frame rate and with detection on every
-n-th frame only. The defaults were chosen on MOTChallenge MOT15 (PETS09-S2L1, TUD-Campus,
-TUD-Stadtmitte), on the TUD sequences at a half and a third of their frame rate, and on all three
-with 15 % of the detections dropped, boxes jittered and false alarms added; a leave-one-sequence-
-out check (choose on two sequences and their variants, score the third) picks the same values.
-See `make eval-tracking` and BENCHMARKS.md.
+n-th frame only; how fast people change their motion is measured in person heights (a head box
+is one 7.5th of its person, see head_aspect). The defaults were chosen on MOTChallenge MOT15
+(PETS09-S2L1, TUD-Campus, TUD-Stadtmitte) with their public detections, and on copies of all
+three (edge.tools.mot_variants) with the ground truth as detections, with noise added to either,
+with noisy head-sized boxes, and at a half and a third of the TUD frame rates, every candidate
+measured on all of them at once, never per sequence. See `make eval-tracking` and
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -180,6 +182,32 @@ class TrackerConfig(BaseModel):
             "jitter of the detector, which makes the velocity and so the prediction noisy."
         ),
     )
+    noise_adaptation: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description=(
+            "How fast a track learns its own detection noise, as the weight of each new "
+            "detection in a running estimate (0.05: about the last 20 detections). A track "
+            "whose detections fall closer to its prediction than measurement_noise allows "
+            "comes to trust them more, down to min_measurement_noise, so a clean detector's "
+            "boxes are followed closely while a jittery one's are smoothed as much as "
+            "measurement_noise says. Larger values adapt faster and chase chance runs of "
+            "steady boxes; 0 switches learning off and trusts every detection by "
+            "measurement_noise."
+        ),
+    )
+    min_measurement_noise: float = Field(
+        0.01,
+        gt=0,
+        description=(
+            "The least detection noise a track may learn, as a fraction of the box height "
+            "(see noise_adaptation): how closely the reported box may follow detections that "
+            "agree with each other. Smaller values follow perfect boxes exactly and make a "
+            "long run of steady boxes trusted blindly when the next one jumps; values at "
+            "measurement_noise switch learning off."
+        ),
+    )
     acceleration_noise: float = Field(
         0.1,
         gt=0,
@@ -189,6 +217,23 @@ class TrackerConfig(BaseModel):
             "prediction follow sudden stops and turns but make it wander during occlusions; "
             "smaller values assume steady walking, which keeps identities through crossings "
             "and gaps as long as people do walk steadily."
+        ),
+    )
+    head_aspect: float = Field(
+        1.3,
+        gt=0,
+        description=(
+            "A box less than this many times as high as it is wide is taken for a head, one "
+            "of the 7.5 heads a person is tall; a taller box for a whole body. People speed "
+            "up, turn and stop in proportion to their own height, not their box's, so a head "
+            "track's acceleration_noise counts 7.5 times over in its own box heights: its "
+            "prediction bends with a person who turns, instead of sailing on while a "
+            "neighbour takes its place. Head boxes are about 1.1 to 1.25 times as high as "
+            "wide (the detector's anchors: 1.1), standing bodies 2 to 3 (99 % of MOT15's "
+            "public detections above 1.38). Raising it towards 1.5 treats squat body boxes "
+            "(a person cut by the frame, a false alarm) as heads and lets their tracks "
+            "wander; a value below 1 treats every box as a body, as a very large one every "
+            "box as a head."
         ),
     )
     initial_velocity_std: float = Field(
@@ -202,7 +247,10 @@ class TrackerConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _scores_ordered(self) -> TrackerConfig:
+    def _ordered(self) -> TrackerConfig:
+        """Each lower bound at most its upper bound."""
         if self.low_score > self.high_score:
             raise ValueError("low_score must not be larger than high_score")
+        if self.min_measurement_noise > self.measurement_noise:
+            raise ValueError("min_measurement_noise must not be larger than measurement_noise")
         return self

@@ -13,6 +13,11 @@ rate. It prints one markdown table (also written to /tmp/eval_tracking.md) with
 
 plus the time of one maskwatch update with 10 live tracks on a synthetic scene.
 
+`--variants clean noisy clean-noisy heads` (what `make eval-tracking` runs) evaluates every
+tracker also on those edge.mot_variants copies of every sequence, written to a temporary folder:
+the ground truth as detections, the public detections and the ground truth with noise added, and
+noisy head-sized boxes; each kind gets a combined row of its own ("all-clean", ...).
+
 `--detect-every 1 2 3` adds maskwatch rows that see the detections of every n-th frame only
 and ride the Kalman prediction in between, as `camera.detect_every_n_frames: n` does in the
 daemon: the accuracy cost of detecting less often.
@@ -32,7 +37,6 @@ Exit code 0 after printing; 2 when the data or a required metric package is miss
 from __future__ import annotations
 
 import argparse
-import configparser
 import contextlib
 import functools
 import io
@@ -47,44 +51,25 @@ import numpy as np
 
 from edge.config.tracker import TrackerConfig
 from edge.detection import FACE_NOT_VISIBLE, Detection
-from edge.mot import TrackerFactory, read_detections, track_mot
+from edge.mot import (
+    DEFAULT_DATA,
+    Sequence,
+    TrackerFactory,
+    load_sequences,
+    read_detections,
+    track_mot,
+)
+from edge.mot_variants import KINDS, kind_of, write_variants
 from edge.track import Tracker, TrackUpdate
 
 # motmetrics 1.4 still calls np.asfarray, which numpy 2 removed.
 if not hasattr(np, "asfarray"):
     np.asfarray = lambda a, dtype=float: np.asarray(a, dtype=dtype)  # type: ignore[attr-defined]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "tracking" / "MOT15" / "train"
 TABLE_PATH = Path("/tmp/eval_tracking.md")
 
 # A result row: frame, id, x, y, w, h.
 Row = tuple[int, int, float, float, float, float]
-
-
-@dataclass(slots=True)
-class Sequence:
-    """One MOTChallenge sequence: where it is, its frame rate and length."""
-
-    name: str
-    path: Path
-    fps: float
-    length: int
-
-    @property
-    def det_path(self) -> Path:
-        """Its public detections."""
-        return self.path / "det" / "det.txt"
-
-    @property
-    def gt_path(self) -> Path:
-        """Its ground truth."""
-        return self.path / "gt" / "gt.txt"
-
-    def people(self) -> int:
-        """Distinct identities in the ground truth."""
-        gt = np.loadtxt(self.gt_path, delimiter=",", ndmin=2)
-        return len(np.unique(gt[:, 1]))
 
 
 @dataclass(slots=True)
@@ -98,22 +83,6 @@ class Result:
     def identities(self) -> int:
         """Distinct ids output: the people the tracker counted."""
         return len({r[1] for r in self.rows})
-
-
-def load_sequences(root: Path) -> list[Sequence]:
-    """Every sequence folder under root that has det, gt and seqinfo.ini."""
-    sequences = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        info = folder / "seqinfo.ini"
-        if not info.is_file():
-            continue
-        parser = configparser.ConfigParser()
-        parser.read(info)
-        section = parser["Sequence"]
-        sequences.append(
-            Sequence(folder.name, folder, float(section["frameRate"]), int(section["seqLength"]))
-        )
-    return sequences
 
 
 def det_arrays(seq: Sequence) -> dict[int, np.ndarray]:
@@ -141,12 +110,17 @@ class EveryNthFrameTracker(Tracker):
         self.every = every
         self._frame = 0
 
-    def update(self, detections: Iterable[Detection], timestamp: float) -> TrackUpdate:
+    def update(
+        self,
+        detections: Iterable[Detection],
+        timestamp: float,
+        frame_size: tuple[float, float] | None = None,
+    ) -> TrackUpdate:
         """update() on the frames the detector would run on, predict() on the others."""
         frame, self._frame = self._frame, self._frame + 1
         if frame % self.every:
             return self.predict(timestamp)
-        return super().update(list(detections), timestamp)
+        return super().update(list(detections), timestamp, frame_size)
 
 
 def tracker_factory(every: int) -> TrackerFactory:
@@ -178,7 +152,7 @@ def run_maskwatch(
     for frame in range(1, seq.length + 1):
         dets = frames.get(frame, [])
         start = time.perf_counter()
-        tracker.update(dets, (frame - 1) / seq.fps)
+        tracker.update(dets, (frame - 1) / seq.fps, seq.frame_size)
         spent += time.perf_counter() - start
     return Result(rows, 1000.0 * spent / seq.length)
 
@@ -357,17 +331,35 @@ def synthetic_ms_per_frame(tracks: int = 10, frames: int = 2000) -> float:
 # --------------------------------------------------------------------------------- report
 
 
+def _combined(rows: list[dict[str, float]], hota_all: float) -> dict[str, float]:
+    """Several sequences' rows combined as one long run, as TrackEval and motmetrics do."""
+    total_frames = sum(r["frames"] for r in rows)
+    idtp = sum(r["idtp"] for r in rows)
+    return {
+        "HOTA": hota_all,
+        "MOTA": 1.0 - sum(r["errors"] for r in rows) / sum(r["objects"] for r in rows),
+        "IDF1": 2 * idtp / (2 * idtp + sum(r["idfp"] + r["idfn"] for r in rows)),
+        "IDsw": sum(r["IDsw"] for r in rows),
+        "identities": sum(r["identities"] for r in rows),
+        "people": sum(r["people"] for r in rows),
+        "ms": sum(r["ms"] * r["frames"] for r in rows) / total_frames,
+        "frames": total_frames,
+    }
+
+
 def evaluate(
     data: Path,
     config: TrackerConfig | None = None,
     peers: bool = True,
     detect_every: Iterable[int] = (1,),
+    variants: Iterable[str] = (),
 ) -> tuple[str, dict[str, dict[str, dict[str, float]]]]:
     """Run every tracker on every sequence; the markdown table and the numbers behind it.
 
     detect_every: maskwatch runs once per n, detecting every n-th frame ("maskwatch-every-n").
+    variants: kinds of edge.mot_variants to evaluate beside the sequences themselves; each kind
+    gets its own combined row ("all-clean", ...), the sequences themselves "all".
     """
-    sequences = load_sequences(data)
     runners: dict[str, Callable[[Sequence], Result]] = {
         ("maskwatch" if n == 1 else f"maskwatch-every-{n}"): functools.partial(
             run_maskwatch, config=config, every=n
@@ -385,12 +377,20 @@ def evaluate(
                 continue
             runners[name] = runner
     numbers: dict[str, dict[str, dict[str, float]]] = {name: {} for name in runners}
+    kinds = list(variants)
     with tempfile.TemporaryDirectory(prefix="eval_tracking_") as tmp:
         tmp_dir = Path(tmp)
-        people_total = 0
+        if kinds:
+            source, data = data, tmp_dir / "sequences"
+            write_variants(source, data, kinds)
+        sequences = load_sequences(data)
+        # Sequences grouped by variant kind, originals ("") first, in the order asked for.
+        groups: dict[str, list[Sequence]] = {kind: [] for kind in ["", *kinds]}
+        for seq in sequences:
+            groups.setdefault(kind_of(seq.name), []).append(seq)
+        groups = {kind: seqs for kind, seqs in groups.items() if seqs}
         for seq in sequences:
             people = seq.people()
-            people_total += people
             for name, runner in runners.items():
                 result = runner(seq)
                 res_path = tmp_dir / name / "data" / f"{seq.name}.txt"
@@ -403,30 +403,22 @@ def evaluate(
                     frames=seq.length,
                 )
                 numbers[name][seq.name] = row
-        scores = hota(data, sequences, tmp_dir, list(runners))
-    for name, per_seq in numbers.items():
-        for seq_name, row in per_seq.items():
-            row["HOTA"] = scores[name][seq_name]
-        rows = list(per_seq.values())
-        total_frames = sum(r["frames"] for r in rows)
-        idtp = sum(r["idtp"] for r in rows)
-        per_seq["all"] = {
-            "HOTA": scores[name]["COMBINED_SEQ"],
-            # Combined as one long run, as TrackEval and motmetrics combine sequences.
-            "MOTA": 1.0 - sum(r["errors"] for r in rows) / sum(r["objects"] for r in rows),
-            "IDF1": 2 * idtp / (2 * idtp + sum(r["idfp"] + r["idfn"] for r in rows)),
-            "IDsw": sum(r["IDsw"] for r in rows),
-            "identities": sum(r["identities"] for r in rows),
-            "people": people_total,
-            "ms": sum(r["ms"] * r["frames"] for r in rows) / total_frames,
-            "frames": total_frames,
-        }
+        order: list[str] = []
+        for kind, seqs in groups.items():
+            scores = hota(data, seqs, tmp_dir, list(runners))
+            total = "all" if not kind else f"all-{kind}"
+            for name, per_seq in numbers.items():
+                for seq in seqs:
+                    per_seq[seq.name]["HOTA"] = scores[name][seq.name]
+                rows = [per_seq[seq.name] for seq in seqs]
+                per_seq[total] = _combined(rows, scores[name]["COMBINED_SEQ"])
+            order += [*(s.name for s in seqs), total]
     lines = [
         "| sequence | tracker | HOTA | MOTA | IDF1 | ID sw. | identities / people | count error "
         "| ms / frame |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for seq_name in [*(s.name for s in sequences), "all"]:
+    for seq_name in order:
         for name in runners:
             r = numbers[name][seq_name]
             error = (r["identities"] - r["people"]) / r["people"]
@@ -460,6 +452,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="maskwatch rows detecting every N-th frame only (Kalman prediction between)",
     )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=KINDS,
+        default=[],
+        metavar="KIND",
+        help=f"also evaluate these edge.mot_variants kinds of every sequence ({', '.join(KINDS)})",
+    )
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.detect_every):
         print("eval-tracking: --detect-every values must be at least 1", file=sys.stderr)
@@ -473,7 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as err:
         print(f"eval-tracking: {err.name} missing: pip install -e '.[eval]'", file=sys.stderr)
         return 2
-    table, _ = evaluate(args.data, peers=not args.no_peers, detect_every=args.detect_every)
+    table, _ = evaluate(
+        args.data,
+        peers=not args.no_peers,
+        detect_every=args.detect_every,
+        variants=args.variants,
+    )
     print(table, end="")
     TABLE_PATH.write_text(table, encoding="utf-8")
     return 0

@@ -28,8 +28,8 @@ import numpy as np
 from edge.config.load import ConfigError, load_config_or_defaults
 from edge.config.root import Config
 from edge.detect import Detector
+from edge.mot import DEFAULT_DATA
 from edge.pipeline import CameraPipeline, footage_clock
-from edge.tools.eval_tracking import DEFAULT_DATA
 
 DEFAULT_VIDEO = DEFAULT_DATA.parents[1] / "PETS09-S2L1-vtest.avi"
 DEFAULT_GT = DEFAULT_DATA / "PETS09-S2L1" / "gt" / "gt.txt"

@@ -3,10 +3,21 @@
     python -m edge.tools.mot_variants OUT_DIR [--data ../shared/tracking/MOT15/train]
     python -m edge.tools.eval_tracking --no-peers --data OUT_DIR
 
-For every sequence it writes the original and: `-noisy` (15 % of detections dropped, boxes
-jittered by 4 % of their height, 3 % false alarms of score 0.5-0.8 added) and, for sequences
-faster than 10 fps, `-every2` / `-every3` (every 2nd / 3rd frame only: a slower camera).
-Seeded, so the same variants come out every time. Ground truth is kept (subsampled alike).
+For every sequence it writes the original and these variants (`--kinds` picks some):
+
+- `-noisy`: the public detections with 15 % dropped, boxes jittered by 4 % of their height and
+  3 % false alarms of score 0.5-0.8 added;
+- `-clean`: the ground truth fed back as detections (score 1): perfect detections, so every
+  error left is the tracker's association;
+- `-clean-noisy`: the ground truth with the same noise as `-noisy`;
+- `-heads`: a head-sized box derived from each ground-truth body box (HEAD_HEIGHT of the body's
+  height, HEAD_ASPECT as wide as high, at the top of the body, centred), with the same noise as
+  `-noisy`, scored against the head boxes of the ground truth: small boxes that two people
+  walking side by side barely share, as maskwatch's own head detector gives;
+- `-every2` / `-every3`, for sequences faster than 10 fps: every 2nd / 3rd frame only (a slower
+  camera), ground truth subsampled alike.
+
+Seeded, so the same variants come out every time. Ground truth is kept unless said otherwise.
 """
 
 from __future__ import annotations
@@ -14,24 +25,39 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from edge.tools.eval_tracking import DEFAULT_DATA, load_sequences
+from edge.mot import DEFAULT_DATA, load_sequences
+from edge.mot import Sequence as MotSequence
 
 SEED = 1
+# Every kind of variant, in the order they are written.
+KINDS = ("noisy", "clean", "clean-noisy", "heads", "every2", "every3")
+# A head's height as a fraction of the standing body's (adults are 7 to 8 heads tall), and its
+# width as a fraction of its height.
+HEAD_HEIGHT = 1 / 7.5
+HEAD_ASPECT = 0.8
 
 
-def _write(out: Path, name: str, fps: float, length: int, det: np.ndarray, gt: np.ndarray) -> None:
-    """One sequence folder in MOTChallenge layout."""
+def _write(
+    out: Path, seq: MotSequence, name: str, fps: float, length: int, det: np.ndarray,
+    gt: np.ndarray,
+) -> None:
+    """One sequence folder in MOTChallenge layout, the frame size that of seq."""
     folder = out / name
     (folder / "det").mkdir(parents=True)
     (folder / "gt").mkdir()
     np.savetxt(folder / "det" / "det.txt", det, delimiter=",", fmt="%.2f")
     np.savetxt(folder / "gt" / "gt.txt", gt, delimiter=",", fmt="%.2f")
+    size = "" if seq.frame_size is None else (
+        f"imWidth={seq.frame_size[0]:g}\nimHeight={seq.frame_size[1]:g}\n"
+    )
     (folder / "seqinfo.ini").write_text(
-        f"[Sequence]\nname={name}\nframeRate={fps:g}\nseqLength={length}\n", encoding="utf-8"
+        f"[Sequence]\nname={name}\nframeRate={fps:g}\nseqLength={length}\n{size}",
+        encoding="utf-8",
     )
 
 
@@ -49,6 +75,26 @@ def noisy(det: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     return both[np.argsort(both[:, 0], kind="stable")]
 
 
+def as_detections(gt: np.ndarray) -> np.ndarray:
+    """Ground-truth rows as MOTChallenge detection rows: id -1, score 1, in frame order."""
+    det = np.full((len(gt), 10), -1.0)
+    det[:, 0] = gt[:, 0]
+    det[:, 2:6] = gt[:, 2:6]
+    det[:, 6] = 1.0
+    return det[np.argsort(det[:, 0], kind="stable")]
+
+
+def head_boxes(rows: np.ndarray) -> np.ndarray:
+    """The same rows with each body box (x, y, w, h) replaced by the head box at its top."""
+    out = rows.copy()
+    h = rows[:, 5] * HEAD_HEIGHT
+    w = h * HEAD_ASPECT
+    out[:, 2] = rows[:, 2] + (rows[:, 4] - w) / 2
+    out[:, 4] = w
+    out[:, 5] = h
+    return out
+
+
 def every_nth(rows: np.ndarray, k: int) -> np.ndarray:
     """The rows of every k-th frame, renumbered 1, 2, 3 ..."""
     out = rows[(rows[:, 0] - 1) % k == 0].copy()
@@ -56,20 +102,51 @@ def every_nth(rows: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def write_variants(data: Path, out: Path) -> list[str]:
-    """Write the originals and their variants under out; returns the sequence names."""
+def kind_of(name: str) -> str:
+    """The variant kind a sequence name ends with ("" for an original sequence)."""
+    for kind in sorted(KINDS, key=len, reverse=True):  # "clean-noisy" before "noisy"
+        if name.endswith(f"-{kind}"):
+            return kind
+    return ""
+
+
+def write_variants(data: Path, out: Path, kinds: Sequence[str] = KINDS) -> list[str]:
+    """Write the originals and the given kinds of variants under out; the sequence names.
+
+    Every kind draws from a random generator of its own (seeded by SEED and the sequence), so a
+    variant is the same whichever other kinds are written beside it.
+    """
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown variant kinds: {', '.join(sorted(unknown))}")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    rng = np.random.default_rng(SEED)
-    for seq in load_sequences(data):
+    for index, seq in enumerate(load_sequences(data)):
         det = np.loadtxt(seq.det_path, delimiter=",", ndmin=2)
         gt = np.loadtxt(seq.gt_path, delimiter=",", ndmin=2)
         shutil.copytree(seq.path, out / seq.name)  # unchanged: re-saving would round the boxes
-        _write(out, f"{seq.name}-noisy", seq.fps, seq.length, noisy(det, seq.length, rng), gt)
+
+        def rng(kind: str, index: int = index) -> np.random.Generator:
+            """The generator of one kind of variant of this sequence."""
+            return np.random.default_rng([SEED, index, KINDS.index(kind)])
+
+        if "noisy" in kinds:
+            _write(out, seq, f"{seq.name}-noisy", seq.fps, seq.length,
+                   noisy(det, seq.length, rng("noisy")), gt)
+        if "clean" in kinds:
+            _write(out, seq, f"{seq.name}-clean", seq.fps, seq.length, as_detections(gt), gt)
+        if "clean-noisy" in kinds:
+            _write(out, seq, f"{seq.name}-clean-noisy", seq.fps, seq.length,
+                   noisy(as_detections(gt), seq.length, rng("clean-noisy")), gt)
+        if "heads" in kinds:
+            heads = head_boxes(gt)
+            _write(out, seq, f"{seq.name}-heads", seq.fps, seq.length,
+                   noisy(as_detections(heads), seq.length, rng("heads")), heads)
         if seq.fps > 10:
             for k in (2, 3):
-                _write(out, f"{seq.name}-every{k}", seq.fps / k, (seq.length - 1) // k + 1,
-                       every_nth(det, k), every_nth(gt, k))
+                if f"every{k}" in kinds:
+                    _write(out, seq, f"{seq.name}-every{k}", seq.fps / k, (seq.length - 1) // k + 1,
+                           every_nth(det, k), every_nth(gt, k))
     return sorted(p.name for p in out.iterdir())
 
 
@@ -79,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path, help="folder to write (replaced)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS),
+                        help="which variants to write (default: all)")
     args = parser.parse_args(argv)
     if not args.data.is_dir():
         print(f"mot-variants: no MOT data at {args.data}", file=sys.stderr)
         return 66
-    print("\n".join(write_variants(args.data, args.out)))
+    print("\n".join(write_variants(args.data, args.out, args.kinds)))
     return 0
 
 

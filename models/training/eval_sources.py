@@ -376,7 +376,7 @@ def pipeline_section(shared: Path, model_path: Path) -> list[str]:
         "",
         "The daemon's camera pipeline with the replay config (configs/file-replay.yaml: "
         "default tracker and vote), people decided per clip; PETS09-S2L1 with "
-        "configs/street-camera.yaml scored by edge.eval_video.",
+        "configs/street-camera.yaml scored by edge.tools.eval_video.",
         "",
         "| clip | truth | decided |",
         "|---|---|---|",
