@@ -288,6 +288,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         default="auto", help="CPU interpreter package to measure")
     parser.add_argument("--detect-every", type=int, default=1, metavar="N",
                         help="camera.detect_every_n_frames (Kalman prediction in between)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="detector.threads: interpreter threads (1 leaves the other cores to "
+                        "the pipeline, as an Edge TPU would)")
     parser.add_argument("--motion", action="store_true",
                         help="camera.motion.enabled: skip the detector when nothing moves")
     parser.add_argument("--soak-hours", type=float, metavar="H",

@@ -10,8 +10,10 @@ else a generated clip):
    the limit no pipeline on this machine can beat.
 3. pipeline: every frame of the clip through the real `CameraPipeline.process` (letterbox,
    invoke, box decoding and NMS, tracking, voting) with decoding in line and decided people
-   recorded and published to a local mosquitto, as `maskwatch replay` does. Each stage is timed
-   by wrapping the pipeline's own collaborators, so the code measured is the code that runs.
+   recorded and published to a local mosquitto. Each stage is timed by wrapping the pipeline's
+   own collaborators, so the code measured is the code that runs.
+   threaded: the same, every stage on its own thread as `maskwatch replay` runs it
+   (edge.threaded: capture, prepare, invoke, and the rest), timed block by block.
 4. tracking: the tracker and the vote alone with 10 people in view.
 
 Numbers are wall-clock medians and 95th percentiles per frame, in milliseconds.
@@ -34,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +48,7 @@ import cv2
 import numpy as np
 
 import edge.detect
-from edge.capture import Capture
+from edge.capture import Capture, Frame
 from edge.config.load import ConfigError, parse_config
 from edge.config.root import Config
 from edge.decide import Decider
@@ -63,6 +66,7 @@ from edge.runtime import (
     Reporting,
     open_reporting,
 )
+from edge.threaded import ThreadedPipeline
 from edge.totals import hour_of
 from edge.track import Tracker
 
@@ -105,8 +109,6 @@ SYNTHETIC_FPS = 10.0
 GENERATED_SIZE = (768, 576)
 GENERATED_FPS = 7.0
 FLUSH_TIMEOUT_S = 15.0
-# Frames the daemon-style run processes untimed at the start of each block (Capture's queue).
-THREADED_SETTLE = 4
 # Memory samples taken over a soak (--soak-hours), evenly in footage time.
 SOAK_SAMPLES = 12
 BROKER_START_TIMEOUT_S = 10.0
@@ -316,19 +318,20 @@ class TimedDetector:
         self.heads = 0
         self.most_heads = 0
 
-    def detect(self, frame: np.ndarray) -> list[Detection]:
-        """Detector.detect, its stages charged from last_preprocess/invoke/postprocess_ms.
+    def detect_placed(self, frame: np.ndarray, placements: Any) -> list[list[Detection]]:
+        """Detector.detect_placed, its stages charged from last_preprocess/invoke/postprocess_ms.
 
         What the detector's own timers do not cover (the call itself) stays in "other".
         """
-        detections = self.inner.detect(frame)
+        found = self.inner.detect_placed(frame, placements)
         self.clock.add("preprocess", self.inner.last_preprocess_ms / 1000.0)
         self.clock.add("invoke", self.inner.last_invoke_ms / 1000.0)
         self.clock.add("postprocess", self.inner.last_postprocess_ms / 1000.0)
+        heads = sum(len(f) for f in found)
         self.calls += 1
-        self.heads += len(detections)
-        self.most_heads = max(self.most_heads, len(detections))
-        return detections
+        self.heads += heads
+        self.most_heads = max(self.most_heads, heads)
+        return found
 
     def __getattr__(self, name: str) -> Any:
         """Everything else is the detector's own."""
@@ -372,10 +375,12 @@ class Options:
 
     detect_every: int = 1  # camera.detect_every_n_frames
     motion: bool = False  # camera.motion.enabled
+    threads: int | None = None  # detector.threads (None: its default)
 
     def as_json(self) -> dict[str, Any]:
         """For the result object."""
-        return {"detect_every_n_frames": self.detect_every, "motion_gating": self.motion}
+        return {"detect_every_n_frames": self.detect_every, "motion_gating": self.motion,
+                "detector_threads": self.threads}
 
 
 def bench_config(video: Path, port: int, runtime: str, model: Path | None = None,
@@ -393,6 +398,8 @@ def bench_config(video: Path, port: int, runtime: str, model: Path | None = None
         "mqtt": {"host": "127.0.0.1", "port": port, "password_credential": None},
     }
     detector: dict[str, Any] = {}
+    if options.threads is not None:
+        detector["threads"] = options.threads
     if runtime != "auto":
         detector["accelerator"] = "cpu"
     if model is not None:
@@ -530,49 +537,81 @@ class PipelineRun:
         return delivered, time.perf_counter() - start
 
 
-class ThreadedRun:
-    """The daemon's arrangement: a Capture thread decodes, the pipeline runs in this thread.
+class GatedSource:
+    """A frame source that hands out only as many frames as the bench allows.
 
-    Only the wall time between frames in the consuming thread is timed, so decoding costs the
-    pipeline only what it does not overlap. Each block starts with THREADED_SETTLE untimed
-    frames: the capture thread read them ahead while the raw loop ran, for free.
+    The threaded pipeline runs in blocks between blocks of the raw loop, which uses the same
+    interpreter: between blocks its threads wait here, and the interpreter is free.
+    """
+
+    def __init__(self, source: Capture) -> None:
+        """Gate source; nothing is allowed yet."""
+        self.source = source
+        self._allowed = 0
+        self._cond = threading.Condition()
+
+    def allow(self, count: int) -> None:
+        """Let count more frames through."""
+        with self._cond:
+            self._allowed += count
+            self._cond.notify_all()
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame once one is allowed; None on timeout or at the end of the clip."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._allowed > 0, timeout):
+                return None
+            self._allowed -= 1
+        frame = self.source.read(timeout)
+        if frame is None:
+            self.allow(1)
+        return frame
+
+    @property
+    def ended(self) -> bool:
+        """True once the clip has ended and been read."""
+        return self.source.ended
+
+
+class ThreadedRun:
+    """The whole pipeline as edge.threaded runs it, detecting every frame.
+
+    A Capture thread decodes, a prepare thread plans and letterboxes, an invoke thread runs the
+    model, and this thread decodes the boxes, tracks, votes and records (edge.threaded). Each
+    block is timed from the moment its frames are allowed in until its last result, so the
+    pipeline's fill at the start of a block counts against it.
     """
 
     def __init__(self, config: Config, detector: Detector, reporting: Reporting) -> None:
         """Start the capture thread on the clip and build a second pipeline."""
         self.capture = Capture(config.cameras[0], pacing="asap")
         self.capture.start()
+        self.gate = GatedSource(self.capture)
         self.ledger = reporting.ledger
         self.clock = footage_clock(datetime.now(timezone.utc).astimezone())
         self.pipeline = CameraPipeline(config.cameras[0], detector, config.tracker,
                                        config.decide, self.ledger.record, self.clock)
+        self.runner = ThreadedPipeline(self.pipeline, self.gate)
+        self.results = self.runner.run()
         self.frame_s: list[float] = []
         self.seen = 0
         self.ended = False
         self.last_second = -1
 
-    def _one(self) -> bool:
-        """Read and process one frame; False at the end of the clip."""
-        frame = self.capture.read(FIRST_FRAME_TIMEOUT_S)
-        if frame is None:
-            self.ended = True
-            return False
-        self.pipeline.process(frame.image, frame.timestamp)
-        if int(frame.timestamp) != self.last_second:  # a tick per second of footage
-            self.last_second = int(frame.timestamp)
-            self.ledger.tick(self.clock(frame.timestamp))
-        self.seen += 1
-        return True
-
     def step(self, count: int) -> None:
-        """THREADED_SETTLE frames untimed, then count frames timed."""
-        for _ in range(THREADED_SETTLE):
-            if not self._one():
-                return
+        """Let count frames through and time them until the last result."""
+        self.gate.allow(count)
         last = time.perf_counter()
         for _ in range(count):
-            if not self._one():
+            item = next(self.results, None)
+            if item is None:
+                self.ended = True
                 return
+            frame = item[0]
+            if int(frame.timestamp) != self.last_second:  # a tick per second of footage
+                self.last_second = int(frame.timestamp)
+                self.ledger.tick(self.clock(frame.timestamp))
+            self.seen += 1
             now = time.perf_counter()
             self.frame_s.append(now - last)
             last = now
@@ -584,7 +623,9 @@ class ThreadedRun:
         return len(self.frame_s) / total if total > 0 else 0.0
 
     def close(self) -> None:
-        """Stop the capture thread."""
+        """Stop the stage threads and the capture thread."""
+        self.runner.stop()
+        self.results.close()
         self.capture.stop()
 
 
@@ -854,7 +895,7 @@ def run_bench(video: Path | None, frames: int, runtime: str = "auto",
         "pipeline_vs_raw": round(pipeline_fps / raw_fps, 4),
         # Medians resist the bursts of a loaded machine better than the means behind the fps.
         "pipeline_vs_raw_median": round(ms["raw_loop"]["median"] / ms["frame"]["median"], 4),
-        # As the daemon runs: decoding in the capture thread, overlapped with the pipeline.
+        # Every stage on its own thread (edge.threaded): capture, prepare, invoke, the rest.
         "threaded_fps": round(threaded.fps, 3),
         "threaded_vs_raw": round(threaded.fps / raw_fps, 4),
         "threaded_vs_raw_median": round(
@@ -909,7 +950,7 @@ def table(result: dict[str, Any]) -> str:
         f"({100 * result['pipeline_vs_raw']:.0f}% of raw)",
         f"outside invoke+decode {100 * result['overhead_ratio']:7.1f} % of pipeline time",
         f"median frame vs raw   {100 * result['pipeline_vs_raw_median']:7.0f} %",
-        f"capture thread (daemon) {result['threaded_fps']:6.2f} fps  "
+        f"threaded pipeline     {result['threaded_fps']:8.2f} fps  "
         f"({100 * result['threaded_vs_raw']:.0f}% of raw; medians "
         f"{100 * result['threaded_vs_raw_median']:.0f}%)",
         "",
@@ -982,8 +1023,12 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # `maskwatch bench` may not offer the newer options: their defaults then apply.
     detect_every = getattr(args, "detect_every", None)
+    threads = getattr(args, "threads", None)
     options = Options(detect_every=1 if detect_every is None else int(detect_every),
-                      motion=bool(getattr(args, "motion", False)))
+                      motion=bool(getattr(args, "motion", False)), threads=threads)
+    if threads is not None and not 1 <= threads <= 64:
+        print(f"--threads: must be 1 to 64, got {threads}", file=sys.stderr)
+        return EXIT_USAGE
     if options.detect_every < 1:
         print(f"--detect-every: must be at least 1, got {options.detect_every}", file=sys.stderr)
         return EXIT_USAGE
