@@ -291,6 +291,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, metavar="N",
                         help="detector.threads: interpreter threads (1 leaves the other cores to "
                         "the pipeline, as an Edge TPU would)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="use this config's first camera (tiles, regions, motion) and tracker "
+                        "on the bench's clip")
     parser.add_argument("--motion", action="store_true",
                         help="camera.motion.enabled: skip the detector when nothing moves")
     parser.add_argument("--soak-hours", type=float, metavar="H",

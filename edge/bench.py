@@ -49,7 +49,7 @@ import numpy as np
 
 import edge.detect
 from edge.capture import Capture, Frame
-from edge.config.load import ConfigError, parse_config
+from edge.config.load import ConfigError, load_config, parse_config
 from edge.config.root import Config
 from edge.decide import Decider
 from edge.detect import Detector, ModelError
@@ -81,9 +81,11 @@ RUNTIME_PACKAGES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflit
 
 # Pipeline stages in the order CameraPipeline.process runs them; "other" is the frame's time
 # not inside any of them (the pipeline's glue and the timers themselves).
-STAGES = ("decode", "preprocess", "invoke", "postprocess", "track", "vote", "publish", "other")
+STAGES = ("decode", "plan", "preprocess", "invoke", "postprocess", "track", "vote", "publish",
+          "other")
 STAGE_MEANING = {
     "decode": "cv2.VideoCapture.read: demux and decode one frame",
+    "plan": "motion areas and region selection (regions only)",
     "preprocess": "letterbox into the input tensor (resize, BGR to RGB)",
     "invoke": "interpreter.invoke",
     "postprocess": "dequantise outputs, box decoding, NMS, Detection objects",
@@ -376,11 +378,15 @@ class Options:
     detect_every: int = 1  # camera.detect_every_n_frames
     motion: bool = False  # camera.motion.enabled
     threads: int | None = None  # detector.threads (None: its default)
+    # A config file whose first camera's detection (tiles, regions, motion) and tracker the
+    # bench uses, on its own clip and broker.
+    camera: Path | None = None
 
     def as_json(self) -> dict[str, Any]:
         """For the result object."""
         return {"detect_every_n_frames": self.detect_every, "motion_gating": self.motion,
-                "detector_threads": self.threads}
+                "detector_threads": self.threads,
+                "config": None if self.camera is None else str(self.camera)}
 
 
 def bench_config(video: Path, port: int, runtime: str, model: Path | None = None,
@@ -397,6 +403,14 @@ def bench_config(video: Path, port: int, runtime: str, model: Path | None = None
         "cameras": [camera],
         "mqtt": {"host": "127.0.0.1", "port": port, "password_credential": None},
     }
+    if options.camera is not None:
+        given = load_config(options.camera)
+        first = given.cameras[0]
+        camera["tiles"] = first.tiles.model_dump()
+        camera["regions"] = first.regions.model_dump()
+        camera["motion"] = {**first.motion.model_dump(),
+                            "enabled": options.motion or first.motion.enabled}
+        data["tracker"] = given.tracker.model_dump()
     detector: dict[str, Any] = {}
     if options.threads is not None:
         detector["threads"] = options.threads
@@ -493,6 +507,10 @@ class PipelineRun:
         self.detector = pipe.detector = TimedDetector(detector, self.stages)
         pipe.tracker = TimedStage(pipe.tracker, "track", ("update", "predict"), self.stages)
         pipe.decider = TimedStage(pipe.decider, "vote", ("look", "end"), self.stages)
+        if pipe.motion is not None:
+            pipe.motion = TimedStage(pipe.motion, "plan", ("moving_areas",), self.stages)
+        if pipe.regions is not None:
+            pipe.regions = TimedStage(pipe.regions, "plan", ("plan", "inputs"), self.stages)
         self.decode = self.stages.timed("decode", self.cap.read)
         self.frames = 0
         self.people = 0
@@ -904,6 +922,11 @@ def run_bench(video: Path | None, frames: int, runtime: str = "auto",
         "overhead_ratio": round((total - invoke_total - decode_total) / total, 4) if total else 0.0,
         "share": {s: round(sum(stages.series(s)) / total, 4) if total else 0.0 for s in STAGES},
         "ms": ms,
+        "inferences_per_frame": round(run.detector.calls / max(1, run.frames), 3),
+        # Inferences per second of the threaded pipeline against the raw loop's: the share of
+        # the interpreter's time it keeps busy, whatever the inferences per frame.
+        "threaded_inferences_vs_raw": round(
+            threaded.fps * run.detector.calls / max(1, run.frames) / raw_fps, 4),
         "detections": {
             "per_frame": round(run.detector.heads / max(1, run.detector.calls), 3),
             "most": run.detector.most_heads,
@@ -1025,7 +1048,8 @@ def main(args: argparse.Namespace) -> int:
     detect_every = getattr(args, "detect_every", None)
     threads = getattr(args, "threads", None)
     options = Options(detect_every=1 if detect_every is None else int(detect_every),
-                      motion=bool(getattr(args, "motion", False)), threads=threads)
+                      motion=bool(getattr(args, "motion", False)), threads=threads,
+                      camera=getattr(args, "config", None))
     if threads is not None and not 1 <= threads <= 64:
         print(f"--threads: must be 1 to 64, got {threads}", file=sys.stderr)
         return EXIT_USAGE

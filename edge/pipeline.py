@@ -28,7 +28,7 @@ from edge.detect import Detector
 from edge.detection import Detection
 from edge.events import PersonEvent
 from edge.layout import Placement, Window, letterboxed
-from edge.motion import MotionGate
+from edge.motion import THUMBNAIL_WIDTH, MotionGate
 from edge.regions import Box, RegionPlanner
 from edge.tiling import merge_windows, tile_windows
 from edge.track import EndedTrack, TrackedHead, Tracker
@@ -38,6 +38,9 @@ FrameClock = Callable[[float], datetime]
 # A frame is planned from the tracks after the frame this many frames before it: the frame
 # just before is still being inferred when the next is planned.
 PLAN_LAG = 2
+# Motion thumbnail width (pixels) when regions use it: 160 x 120 for a 4:3 camera, so that a
+# person 40 px wide in a 768 px frame is 8 thumbnail pixels wide.
+REGION_MOTION_WIDTH = 160
 
 
 def wall_clock(timestamp: float) -> datetime:
@@ -112,14 +115,16 @@ class CameraPipeline:
         # Regions use the same gate to find moving areas.
         regions = camera.regions
         uses_motion = camera.motion.enabled or (regions.enabled and regions.motion)
-        self.motion = MotionGate(camera.motion) if uses_motion else None
+        # Regions need a finer thumbnail: a far walker is a pixel wide in the gate's usual one.
+        width = REGION_MOTION_WIDTH if regions.enabled else THUMBNAIL_WIDTH
+        self.motion = MotionGate(camera.motion, width) if uses_motion else None
         self.still_frames = 0
         self.regions = RegionPlanner(regions, detector.input_size) if regions.enabled else None
         self._last_detect: float | None = None
         self._windows: list[Window] = []
         self._windows_for = (0, 0)
-        # (frame index, head boxes after it) of the last completed frames, for planning.
-        self._heads_after: deque[tuple[int, list[Box]]] = deque(maxlen=PLAN_LAG + 1)
+        # (frame index, heads after it) of the last completed frames, for planning.
+        self._heads_after: deque[tuple[int, list[TrackedHead]]] = deque(maxlen=PLAN_LAG + 1)
 
     def process(self, image: np.ndarray, timestamp: float) -> FrameResult:
         """Run one frame through every stage; decided people are recorded before returning."""
@@ -151,7 +156,9 @@ class CameraPipeline:
         self._last_detect = timestamp
         h, w = image.shape[:2]
         if self.regions is not None:
-            regions = self.regions.plan(w, h, heads, moving)
+            boxes = [head.box for head in heads]
+            confirmed = [head.confirmed for head in heads]
+            regions = self.regions.plan(w, h, boxes, moving, confirmed)
             return FramePlan(index, True, self.regions.inputs(regions))
         size = self.detector.input_size
         return FramePlan(index, True, [letterboxed(win, size) for win in self._tiles(w, h)])
@@ -171,7 +178,8 @@ class CameraPipeline:
         if plan.detect:
             h, w = image.shape[:2]
             nms_iou = self.detector.config.nms_iou
-            heads = merge_windows(found, plan.windows, w, h, nms_iou)
+            cut = self.regions is not None
+            heads = merge_windows(found, plan.windows, w, h, nms_iou, drop_cut=cut)
             update = self.tracker.update(heads, timestamp)
         else:
             update = self.tracker.predict(timestamp)
@@ -180,7 +188,7 @@ class CameraPipeline:
             if head.detection is not None:
                 self.decider.look(head.track_id, head.detection, w, h)
         people = self._end(update.ended)
-        self._heads_after.append((plan.index, [head.box for head in update.heads]))
+        self._heads_after.append((plan.index, update.heads))
         self.completed += 1
         return FrameResult(update.heads, people, inference_ms)
 
@@ -192,14 +200,14 @@ class CameraPipeline:
             self._windows_for = (width, height)
         return self._windows
 
-    def _heads_for(self, index: int) -> list[Box]:
-        """Head boxes after frame index - PLAN_LAG (none before it exists)."""
+    def _heads_for(self, index: int) -> list[TrackedHead]:
+        """The tracked heads after frame index - PLAN_LAG (none before it exists)."""
         for done, boxes in self._heads_after:
             if done == index - PLAN_LAG:
                 return boxes
         return []
 
-    def _refresh_due(self, heads: list[Box], timestamp: float) -> bool:
+    def _refresh_due(self, heads: list[TrackedHead], timestamp: float) -> bool:
         """Motion gating without motion: detect anyway when a tracked head is due a look.
 
         The refresh keeps someone standing still from living on Kalman predictions alone.

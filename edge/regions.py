@@ -25,6 +25,8 @@ Box = tuple[float, float, float, float]
 # A candidate region overlapping a chosen one by this IoU or more adds too little to be worth a
 # place of its own.
 COVERED_IOU = 0.5
+# Moving areas grow by this share of a search region on every side before regions cover them.
+MOTION_GROWTH = 0.15
 
 
 def region_side(grid: int, zoom: float, input_size: int) -> int:
@@ -48,6 +50,11 @@ def _iou(a: Window, b: Window) -> float:
     inter = w * h
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union
+
+
+def _grown(box: Box, by: float) -> Box:
+    """The box grown by `by` pixels on every side."""
+    return (box[0] - by, box[1] - by, box[2] + by, box[3] + by)
 
 
 def _overlaps(a: Box, b: Box) -> bool:
@@ -141,13 +148,30 @@ class RegionPlanner:
         self._cells_for = (0, 0)
         self._cursor = 0
 
-    def plan(self, width: int, height: int, heads: Sequence[Box],
-             moving: Sequence[Box]) -> list[Window]:
-        """This frame's regions: around heads, then motion, then sweep cells; at most max."""
+    def plan(self, width: int, height: int, heads: Sequence[Box], moving: Sequence[Box],
+             confirmed: Sequence[bool] | None = None) -> list[Window]:
+        """This frame's regions: around heads, then motion, then sweep cells; at most max.
+
+        heads: the tracked heads (confirmed[i]: whether head i counts as a person already;
+        all of them when not given); moving: the areas that moved.
+        """
         cfg = self.config
-        if cfg.motion and not cfg.still_tracks:
-            heads = [h for h in heads if any(_overlaps(h, area) for area in moving)]
-        chosen = around_heads(heads, self.side, cfg.track_margin, width, height)
+        if confirmed is None:
+            confirmed = [True] * len(heads)
+        # Zoomed in on heads that move. A confirmed head that stands still is looked at like a
+        # search region, a new one not at all (the sweep comes by): a patch of background
+        # that the model once took for a head must not be looked at closely until it counts.
+        walking: list[Box] = []
+        still: list[Box] = []
+        for head, counts in zip(heads, confirmed, strict=True):
+            if not cfg.motion or any(_overlaps(head, area) for area in moving):
+                walking.append(head)
+            elif counts:
+                still.append(head)
+        chosen = around_heads(walking, self.side, cfg.track_margin, width, height)
+        chosen += around_heads(still, self.search_side, cfg.track_margin, width, height)
+        # The motion of a small far person is a coarse blob that may stop short of the head.
+        moving = [_grown(area, MOTION_GROWTH * self.search_side) for area in moving]
         # A moving area the size of one person with a tracked head in it is that person.
         unexplained = [area for area in moving if not _explained(area, heads, self.search_side)]
         for candidate in over_motion(unexplained, self.search_side, width, height):

@@ -18,8 +18,8 @@ waits for that frame to be complete, so a threaded run counts exactly what a ser
 
 from __future__ import annotations
 
-import threading
 import functools
+import threading
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Protocol

@@ -88,17 +88,20 @@ def merge_windows(
     width: int,
     height: int,
     nms_iou: float,
+    drop_cut: bool = False,
 ) -> list[Detection]:
     """Heads found in each window (frame pixels) as one list: half heads dropped, NMS.
 
     Used for tiles and for regions alike: a box cut by its window's inner edge is dropped when
-    another window holds all of it, and heads seen in two overlapping windows become one.
+    another window holds all of it (always, with drop_cut: regions are placed around where
+    heads are, so a head they cut is a half head that the next frame's regions hold whole),
+    and heads seen in two overlapping windows become one.
     """
     kept: list[Detection] = []
     for window, dets in zip(windows, found, strict=True):
         for det in dets:
-            if _cut_by_inner_edge(det.box, window, width, height) and any(
-                _inside(det.box, other) for other in windows if other != window
+            if _cut_by_inner_edge(det.box, window, width, height) and (
+                drop_cut or any(_inside(det.box, other) for other in windows if other != window)
             ):
                 continue
             kept.append(det)

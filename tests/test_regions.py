@@ -88,13 +88,16 @@ def planner(**overrides: object) -> RegionPlanner:
 def test_tracks_come_first_then_motion_then_the_sweep_fills_the_input() -> None:
     plan = planner(scan_cells_per_frame=1)
     heads = [(100.0, 100.0, 116.0, 116.0)]
-    moving = [(500.0, 200.0, 540.0, 300.0)]
+    moving = [(95.0, 95.0, 125.0, 160.0), (500.0, 200.0, 540.0, 300.0)]  # the head walks
     regions = plan.plan(768, 576, heads, moving)
-    assert len(regions) == 4  # track + motion + 1 sweep cell, rounded up to a full 2 x 2 input
+    # The tracked head; the other moving area, grown by a margin and taller than one region,
+    # top first; a sweep cell, which also fills the 2 x 2 input.
+    assert len(regions) == 4
     assert contains(regions[0], heads[0]) and regions[0][2] - regions[0][0] == 64
-    assert contains(regions[1], (500.0, 200.0, 540.0, 240.0))  # the top of what moved
-    assert regions[2:] == sweep_cells(768, 576, 114, 0.2)[:2]
-    assert plan.plan(768, 576, [], [])[:4] == sweep_cells(768, 576, 114, 0.2)[2:6]
+    assert contains(regions[1], (500.0, 200.0, 540.0, 240.0))
+    assert regions[1][1] < regions[2][1] and contains(regions[2], (500.0, 260.0, 540.0, 300.0))
+    assert regions[3:] == sweep_cells(768, 576, 114, 0.2)[:1]
+    assert plan.plan(768, 576, [], [])[:4] == sweep_cells(768, 576, 114, 0.2)[1:5]
     inputs = plan.inputs(regions)
     assert len(inputs) == 1 and [p.window for p in inputs[0]] == regions
 
@@ -106,6 +109,16 @@ def test_motion_of_a_tracked_person_adds_no_region() -> None:
     assert regions[0] == square_at(518, 213, 64, 768, 576)
     assert len(regions) == 4 and all(r[2] - r[0] == 114 for r in regions[1:])  # sweep only
     assert not any(contains(r, (500.0, 200.0, 540.0, 240.0)) for r in regions[1:2])
+
+
+def test_a_head_that_stands_still_is_not_magnified() -> None:
+    heads = [(100.0, 100.0, 116.0, 116.0)]
+    (region,) = planner(scan_cells_per_frame=0).plan(768, 576, heads, [])[:1]
+    assert region == square_at(108, 108, 114, 768, 576)  # search size, not the 64 px zoom
+    (region,) = planner(scan_cells_per_frame=0, motion=False).plan(768, 576, heads, [])[:1]
+    assert region == square_at(108, 108, 64, 768, 576)  # without motion every head is zoomed
+    # A still head that is not a person yet gets no region of its own: the sweep comes by.
+    assert planner(scan_cells_per_frame=0).plan(768, 576, heads, [], [False]) == []
 
 
 def test_max_regions_caps_a_crowd() -> None:

@@ -99,18 +99,11 @@ class RegionsConfig(BaseModel):
         True,
         description=(
             "Put regions over moving areas (motion found as for `motion`, with its threshold), "
-            "so people walking in are looked at on the first frames they move."
-        ),
-    )
-    still_tracks: bool = Field(
-        False,
-        description=(
-            "Keep a zoomed region on tracked heads that do not move. Off: only heads inside a "
-            "moving area keep their region (when `motion` is on), and a head that stands still "
-            "is looked at by the sweep alone. A magnified patch of background (a sign, a lamp) "
-            "that the model once took for a head would otherwise be looked at closely on every "
-            "frame, found again and again, and counted; someone standing still for longer than "
-            "tracker.max_age_s may be counted twice instead."
+            "so people walking in are looked at on the first frames they move; and magnify "
+            "(zoom) only tracked heads that move, looking at heads that stand still at "
+            "search_zoom: a patch of background that the model once took for a head, magnified "
+            "on every frame, would be found again and again and counted. Off: every tracked "
+            "head is magnified, and only the sweep looks for new people."
         ),
     )
     track_margin: float = Field(
