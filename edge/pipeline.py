@@ -13,6 +13,8 @@ earlier, by the serial and the threaded path alike, which therefore count the sa
 
 from __future__ import annotations
 
+import math
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from edge.detection import Detection
 from edge.events import PersonEvent
 from edge.layout import Placement, Window, letterboxed
 from edge.motion import THUMBNAIL_WIDTH, MotionGate
-from edge.regions import Box, RegionPlanner
+from edge.regions import Box, Head, RegionPlanner
 from edge.tiling import merge_windows, tile_windows
 from edge.track import EndedTrack, TrackedHead, Tracker
 
@@ -124,7 +126,10 @@ class CameraPipeline:
         self._windows: list[Window] = []
         self._windows_for = (0, 0)
         # (frame index, heads after it) of the last completed frames, for planning.
-        self._heads_after: deque[tuple[int, list[TrackedHead]]] = deque(maxlen=PLAN_LAG + 1)
+        self._heads_after: deque[tuple[int, list[Head]]] = deque(maxlen=PLAN_LAG + 1)
+        self._snapshot_lock = threading.Lock()
+        # The box each live track began with (regions only).
+        self._began: dict[int, Box] = {}
 
     def process(self, image: np.ndarray, timestamp: float) -> FrameResult:
         """Run one frame through every stage; decided people are recorded before returning."""
@@ -156,9 +161,7 @@ class CameraPipeline:
         self._last_detect = timestamp
         h, w = image.shape[:2]
         if self.regions is not None:
-            boxes = [head.box for head in heads]
-            confirmed = [head.confirmed for head in heads]
-            regions = self.regions.plan(w, h, boxes, moving, confirmed)
+            regions = self.regions.plan(w, h, heads, moving)
             return FramePlan(index, True, self.regions.inputs(regions))
         size = self.detector.input_size
         return FramePlan(index, True, [letterboxed(win, size) for win in self._tiles(w, h)])
@@ -188,7 +191,17 @@ class CameraPipeline:
             if head.detection is not None:
                 self.decider.look(head.track_id, head.detection, w, h)
         people = self._end(update.ended)
-        self._heads_after.append((plan.index, update.heads))
+        if self.regions is not None:
+            # Where each track began, to tell a walking head from a patch of background.
+            live = {head.track_id for head in update.heads}
+            for head in update.heads:
+                self._began.setdefault(head.track_id, head.box)
+            for track_id in [t for t in self._began if t not in live]:
+                del self._began[track_id]
+        # A snapshot of its own: the next frames are planned from it on another thread.
+        snapshot = [self._head(head) for head in update.heads]
+        with self._snapshot_lock:
+            self._heads_after.append((plan.index, snapshot))
         self.completed += 1
         return FrameResult(update.heads, people, inference_ms)
 
@@ -200,14 +213,23 @@ class CameraPipeline:
             self._windows_for = (width, height)
         return self._windows
 
-    def _heads_for(self, index: int) -> list[TrackedHead]:
+    def _head(self, head: TrackedHead) -> Head:
+        """A tracked head for region selection: has it moved its height since it began?"""
+        x1, y1, x2, y2 = head.box
+        b = self._began.get(head.track_id, head.box)
+        moved = math.hypot((x1 + x2 - b[0] - b[2]) / 2, (y1 + y2 - b[1] - b[3]) / 2)
+        return Head(head.box, head.confirmed, moved >= y2 - y1)
+
+    def _heads_for(self, index: int) -> list[Head]:
         """The tracked heads after frame index - PLAN_LAG (none before it exists)."""
-        for done, boxes in self._heads_after:
+        with self._snapshot_lock:
+            snapshots = list(self._heads_after)
+        for done, boxes in snapshots:
             if done == index - PLAN_LAG:
                 return boxes
         return []
 
-    def _refresh_due(self, heads: list[TrackedHead], timestamp: float) -> bool:
+    def _refresh_due(self, heads: list[Head], timestamp: float) -> bool:
         """Motion gating without motion: detect anyway when a tracked head is due a look.
 
         The refresh keeps someone standing still from living on Kalman predictions alone.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from edge.config.regions import RegionsConfig
 from edge.layout import Placement, Window, mosaic
@@ -52,14 +53,23 @@ def _iou(a: Window, b: Window) -> float:
     return inter / union
 
 
+class Head(NamedTuple):
+    """A tracked head as region selection sees it.
+
+    Attributes:
+        box: (x1, y1, x2, y2), frame pixels.
+        confirmed: whether its track counts as a person already.
+        travelled: whether it has moved at least its own height since its track began.
+    """
+
+    box: Box
+    confirmed: bool
+    travelled: bool
+
+
 def _grown(box: Box, by: float) -> Box:
     """The box grown by `by` pixels on every side."""
     return (box[0] - by, box[1] - by, box[2] + by, box[3] + by)
-
-
-def _overlaps(a: Box, b: Box) -> bool:
-    """Whether two boxes share any area."""
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _explained(area: Box, heads: Sequence[Box], side: int) -> bool:
@@ -148,32 +158,26 @@ class RegionPlanner:
         self._cells_for = (0, 0)
         self._cursor = 0
 
-    def plan(self, width: int, height: int, heads: Sequence[Box], moving: Sequence[Box],
-             confirmed: Sequence[bool] | None = None) -> list[Window]:
+    def plan(self, width: int, height: int, heads: Sequence[Head],
+             moving: Sequence[Box]) -> list[Window]:
         """This frame's regions: around heads, then motion, then sweep cells; at most max.
 
-        heads: the tracked heads (confirmed[i]: whether head i counts as a person already;
-        all of them when not given); moving: the areas that moved.
+        heads: the tracked heads; moving: the areas that moved (empty without motion).
         """
         cfg = self.config
-        if confirmed is None:
-            confirmed = [True] * len(heads)
-        # Zoomed in on heads that move. A confirmed head that stands still is looked at like a
-        # search region, a new one not at all (the sweep comes by): a patch of background
-        # that the model once took for a head must not be looked at closely until it counts.
-        walking: list[Box] = []
-        still: list[Box] = []
-        for head, counts in zip(heads, confirmed, strict=True):
-            if not cfg.motion or any(_overlaps(head, area) for area in moving):
-                walking.append(head)
-            elif counts:
-                still.append(head)
+        # Zoomed in on heads that travel. A confirmed head that has not is looked at like a
+        # search region, a new one not at all (motion and the sweep come by): a patch of
+        # background that the model once took for a head must not be looked at closely until
+        # it counts, or it is found again and again and counted.
+        walking = [h.box for h in heads if h.travelled]
+        still = [h.box for h in heads if h.confirmed and not h.travelled]
         chosen = around_heads(walking, self.side, cfg.track_margin, width, height)
         chosen += around_heads(still, self.search_side, cfg.track_margin, width, height)
         # The motion of a small far person is a coarse blob that may stop short of the head.
         moving = [_grown(area, MOTION_GROWTH * self.search_side) for area in moving]
         # A moving area the size of one person with a tracked head in it is that person.
-        unexplained = [area for area in moving if not _explained(area, heads, self.search_side)]
+        boxes = [h.box for h in heads]
+        unexplained = [area for area in moving if not _explained(area, boxes, self.search_side)]
         for candidate in over_motion(unexplained, self.search_side, width, height):
             if all(_iou(candidate, other) < COVERED_IOU for other in chosen):
                 chosen.append(candidate)

@@ -16,6 +16,7 @@ from edge.config.regions import RegionsConfig
 from edge.detect import Detector
 from edge.layout import compose_into, letterboxed, mosaic, to_frame
 from edge.regions import (
+    Head,
     RegionPlanner,
     around_heads,
     over_motion,
@@ -89,7 +90,7 @@ def test_tracks_come_first_then_motion_then_the_sweep_fills_the_input() -> None:
     plan = planner(scan_cells_per_frame=1)
     heads = [(100.0, 100.0, 116.0, 116.0)]
     moving = [(95.0, 95.0, 125.0, 160.0), (500.0, 200.0, 540.0, 300.0)]  # the head walks
-    regions = plan.plan(768, 576, heads, moving)
+    regions = plan.plan(768, 576, [Head(heads[0], True, True)], moving)
     # The tracked head; the other moving area, grown by a margin and taller than one region,
     # top first; a sweep cell, which also fills the 2 x 2 input.
     assert len(regions) == 4
@@ -103,7 +104,7 @@ def test_tracks_come_first_then_motion_then_the_sweep_fills_the_input() -> None:
 
 
 def test_motion_of_a_tracked_person_adds_no_region() -> None:
-    heads = [(510.0, 205.0, 526.0, 221.0)]
+    heads = [Head((510.0, 205.0, 526.0, 221.0), False, True)]
     moving = [(500.0, 200.0, 540.0, 300.0)]  # that person's body
     regions = planner(scan_cells_per_frame=0).plan(768, 576, heads, moving)
     assert regions[0] == square_at(518, 213, 64, 768, 576)
@@ -111,18 +112,22 @@ def test_motion_of_a_tracked_person_adds_no_region() -> None:
     assert not any(contains(r, (500.0, 200.0, 540.0, 240.0)) for r in regions[1:2])
 
 
-def test_a_head_that_stands_still_is_not_magnified() -> None:
-    heads = [(100.0, 100.0, 116.0, 116.0)]
-    (region,) = planner(scan_cells_per_frame=0).plan(768, 576, heads, [])[:1]
-    assert region == square_at(108, 108, 114, 768, 576)  # search size, not the 64 px zoom
-    (region,) = planner(scan_cells_per_frame=0, motion=False).plan(768, 576, heads, [])[:1]
-    assert region == square_at(108, 108, 64, 768, 576)  # without motion every head is zoomed
-    # A still head that is not a person yet gets no region of its own: the sweep comes by.
-    assert planner(scan_cells_per_frame=0).plan(768, 576, heads, [], [False]) == []
+def test_only_heads_that_travel_are_magnified() -> None:
+    box = (100.0, 100.0, 116.0, 116.0)
+    plan = planner(scan_cells_per_frame=0)
+    # (The sweep fills the rest of the input after the first region.)
+    assert plan.plan(768, 576, [Head(box, False, True)], [])[0] == square_at(108, 108, 64, 768, 576)
+    # A person who stopped: looked at, at the search size.
+    stopped = plan.plan(768, 576, [Head(box, True, False)], [])
+    assert stopped[0] == square_at(108, 108, 114, 768, 576)
+    # Not a person yet and never moved (a sign the model once took for a head): left to the
+    # sweep and to motion.
+    assert plan.plan(768, 576, [Head(box, False, False)], []) == []
 
 
 def test_max_regions_caps_a_crowd() -> None:
-    heads = [(x, 300.0, x + 16.0, 316.0) for x in range(0, 760, 70)]  # 11 heads, none close
+    # 11 walking heads, none close to another.
+    heads = [Head((x, 300.0, x + 16.0, 316.0), True, True) for x in range(0, 760, 70)]
     regions = planner(max_regions=8).plan(768, 576, heads, [])
     assert len(regions) == 8
     assert len(planner(max_regions=8).inputs(regions)) == 2
