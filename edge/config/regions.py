@@ -41,16 +41,17 @@ class RegionsConfig(BaseModel):
         ),
     )
     zoom: float = Field(
-        2.5,
+        2.0,
         ge=0.25,
         le=4.0,
         description=(
-            "Model pixels per frame pixel in a region around a tracked head: such a region is "
-            "(model input / grid / zoom) frame pixels wide (64 px for a 320 input, grid 2, zoom "
-            "2.5). The larger a head looks to the model, the more often it is found: on PETS "
-            "2009's 12-18 px heads 10 % of the heads are found per frame at 1.4 and 40 % at 3; "
-            "but a smaller region leaves a fast head less room (see track_margin). Below 1 "
-            "shrinks, for large heads near a door camera."
+            "Model pixels per frame pixel in a region around a tracked head that walks: such a "
+            "region is (model input / grid / zoom) frame pixels wide (80 px for a 320 input, "
+            "grid 2, zoom 2). The larger a head looks to the model, the more often it is found: "
+            "of PETS 2009's 12-18 px heads, 10 % are found per look at 1.4, 23 % at 2 and 41 % "
+            "at 3; but a smaller region leaves a fast head less room (see track_margin), and "
+            "box sizes that differ much from the search regions' make the tracker start second "
+            "tracks on one head. Below 1 shrinks, for large heads near a door camera."
         ),
     )
     search_zoom: float = Field(
