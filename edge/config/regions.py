@@ -51,7 +51,11 @@ class RegionsConfig(BaseModel):
             "of PETS 2009's 12-18 px heads, 10 % are found per look at 1.4, 23 % at 2 and 41 % "
             "at 3; but a smaller region leaves a fast head less room (see track_margin), and "
             "box sizes that differ much from the search regions' make the tracker start second "
-            "tracks on one head. Below 1 shrinks, for large heads near a door camera."
+            "tracks on one head. Only heads whose track has moved its own height since it began "
+            "are magnified; a confirmed head that has not is looked at at search_zoom, a new one "
+            "only by motion and sweep regions: a patch of background that the model once took "
+            "for a head, magnified on every frame, would be found again and again and counted. "
+            "Below 1 shrinks, for large heads near a door camera."
         ),
     )
     search_zoom: float = Field(
@@ -99,12 +103,9 @@ class RegionsConfig(BaseModel):
     motion: bool = Field(
         True,
         description=(
-            "Put regions over moving areas (motion found as for `motion`, with its threshold), "
-            "so people walking in are looked at on the first frames they move; and magnify "
-            "(zoom) only tracked heads that move, looking at heads that stand still at "
-            "search_zoom: a patch of background that the model once took for a head, magnified "
-            "on every frame, would be found again and again and counted. Off: every tracked "
-            "head is magnified, and only the sweep looks for new people."
+            "Put regions over moving areas (found as for `motion`, with its threshold, on a "
+            "160 px wide thumbnail), so people walking in are looked at on the first frames "
+            "they move. Off: only tracked heads and the sweep are looked at."
         ),
     )
     track_margin: float = Field(
