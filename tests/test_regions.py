@@ -83,7 +83,8 @@ def test_the_sweep_covers_the_frame_with_overlap() -> None:
 
 def planner(**overrides: object) -> RegionPlanner:
     """A planner for a 320 px input: 64 px track regions, 114 px search regions."""
-    return RegionPlanner(RegionsConfig(enabled=True, **overrides), 320)
+    settings: dict[str, object] = {"enabled": True, "zoom": 2.5, "search_zoom": 1.4}
+    return RegionPlanner(RegionsConfig.model_validate({**settings, **overrides}), 320)
 
 
 def test_tracks_come_first_then_motion_then_the_sweep_fills_the_input() -> None:
