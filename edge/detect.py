@@ -190,7 +190,7 @@ class Detector:
     @property
     def input_size(self) -> int:
         """Side of the model's square input, in pixels."""
-        return int(self.interpreter.get_input_details()[0]["shape"][1])
+        return self._size  # read from the input tensor once, at load
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """Heads in one BGR frame, boxes in the frame's pixels.
