@@ -3,6 +3,11 @@
 One Detector serves every camera (calls are serialised by a lock: one interpreter, one input
 tensor). It picks the Edge TPU model when an Edge TPU is present and falls back to the CPU
 model, with one warning, on any failure to use it.
+
+An inference shows the model one or more windows of a frame (edge.layout: the whole frame,
+a tile, or a mosaic of regions). `detect_placed` does it in one call; `prepare`, `invoke` and
+`decode` are the same three steps apart, so that edge.threaded can draw the next input and
+decode the last one while the interpreter runs.
 """
 
 from __future__ import annotations
