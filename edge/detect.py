@@ -228,17 +228,12 @@ class Detector:
             target = self.interpreter.tensor(self._input_index)()[0]
             compose_into(frame, placements, target)
             del target  # the interpreter refuses to invoke while a view of its buffers lives
-            start = self.invoke_started = time.perf_counter()
-            self.interpreter.invoke()
+            start = time.perf_counter()
+            raw = self._invoke_locked()
             invoked = time.perf_counter()
-            self.invoke_started = None
-            # Raw quantised outputs (small copies): only anchors above the threshold are
-            # dequantised, by HeadSelector.
-            scores = self.interpreter.get_tensor(self._scores["index"])[0]
-            deltas = self.interpreter.get_tensor(self._boxes["index"])[0]
-        found = self.decode(RawOutput(scores, deltas, (invoked - start) * 1000), placements)
+        found = self.decode(raw, placements)
         self.last_preprocess_ms = ((converted - begin) + (start - locked)) * 1000
-        self.last_invoke_ms = (invoked - start) * 1000
+        self.last_invoke_ms = raw.invoke_ms
         self.last_postprocess_ms = (time.perf_counter() - invoked) * 1000
         return found
 
@@ -258,14 +253,21 @@ class Detector:
         """Run the model on a prepared input: the only step that needs the interpreter."""
         with self._lock:
             self.interpreter.set_tensor(self._input_index, prepared.tensor)
-            start = self.invoke_started = time.perf_counter()
-            self.interpreter.invoke()
-            invoked = time.perf_counter()
-            self.invoke_started = None
-            scores = self.interpreter.get_tensor(self._scores["index"])[0]
-            deltas = self.interpreter.get_tensor(self._boxes["index"])[0]
-        self.last_invoke_ms = (invoked - start) * 1000
-        return RawOutput(scores, deltas, self.last_invoke_ms)
+            raw = self._invoke_locked()
+        self.last_invoke_ms = raw.invoke_ms
+        return raw
+
+    def _invoke_locked(self) -> RawOutput:
+        """Invoke on the input as it is and copy the outputs; the caller holds the lock."""
+        start = self.invoke_started = time.perf_counter()
+        self.interpreter.invoke()
+        invoked = time.perf_counter()
+        self.invoke_started = None
+        # Raw quantised outputs (small copies): only anchors above the threshold are
+        # dequantised, by HeadSelector.
+        scores = self.interpreter.get_tensor(self._scores["index"])[0]
+        deltas = self.interpreter.get_tensor(self._boxes["index"])[0]
+        return RawOutput(scores, deltas, (invoked - start) * 1000)
 
     def decode(self, raw: RawOutput, placements: Sequence[Placement]) -> list[list[Detection]]:
         """Heads from one inference's raw outputs, in frame pixels, one list per placement."""
