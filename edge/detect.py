@@ -3,6 +3,11 @@
 One Detector serves every camera (calls are serialised by a lock: one interpreter, one input
 tensor). It picks the Edge TPU model when an Edge TPU is present and falls back to the CPU
 model, with one warning, on any failure to use it.
+
+An inference shows the model one or more windows of a frame (edge.layout: the whole frame,
+a tile, or a mosaic of regions). `detect_placed` does it in one call; `prepare`, `invoke` and
+`decode` are the same three steps apart, so that edge.threaded can draw the next input and
+decode the last one while the interpreter runs.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -19,7 +26,7 @@ from edge.anchors import INPUT_MULTIPLE, make_anchors, with_input_size
 from edge.config.detector import DetectorConfig
 from edge.detection import LABELS, Detection
 from edge.interpreter import LoadedInterpreter, load_cpu, load_edgetpu
-from edge.letterbox import letterbox_into
+from edge.layout import Placement, compose_into, letterboxed, to_frame
 from edge.postprocess import HeadSelector
 
 log = logging.getLogger(__name__)
@@ -64,6 +71,30 @@ def as_bgr(frame: np.ndarray) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A model input drawn from windows of a frame, waiting for its inference.
+
+    Attributes:
+        tensor: the input, (1, N, N, 3) uint8 RGB.
+        placements: where each window of the frame lies in it.
+        preprocess_ms: how long drawing it took.
+    """
+
+    tensor: np.ndarray
+    placements: tuple[Placement, ...]
+    preprocess_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class RawOutput:
+    """One inference's raw quantised outputs (copies) and its invoke time."""
+
+    scores: np.ndarray
+    deltas: np.ndarray
+    invoke_ms: float
+
+
 class Detector:
     """The head detector behind one interpreter."""
 
@@ -97,6 +128,7 @@ class Detector:
                 f"boxes, found {shapes}"
             )
         self._input_index = inp[0]["index"]
+        self._size = size
         self._scores = by_width[len(LABELS)]
         self._boxes = by_width[4]
         self._select = HeadSelector(
@@ -160,6 +192,11 @@ class Detector:
         log.info("detector on the CPU (%s): %s", loaded.runtime, config.model)
         return loaded
 
+    @property
+    def input_size(self) -> int:
+        """Side of the model's square input, in pixels."""
+        return self._size  # read from the input tensor once, at load
+
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """Heads in one BGR frame, boxes in the frame's pixels.
 
@@ -168,35 +205,86 @@ class Detector:
         Raises ValueError for anything else (other channel counts, non-uint8, empty frames).
         """
         begin = time.perf_counter()
+        frame = as_bgr(frame)  # first: an empty frame must be a ValueError, not a zero scale
+        converted = time.perf_counter()
+        h, w = frame.shape[:2]
+        found = self.detect_placed(frame, letterboxed((0, 0, w, h), self._size))[0]
+        self.last_preprocess_ms += (converted - begin) * 1000
+        return found
+
+    def detect_placed(
+        self, frame: np.ndarray, placements: Sequence[Placement]
+    ) -> list[list[Detection]]:
+        """One inference over windows of a frame placed in the input; heads per placement.
+
+        The serial path: the windows are drawn straight into the interpreter's input buffer,
+        so no input-sized array is allocated per inference. Boxes are in frame pixels.
+        """
+        begin = time.perf_counter()
         frame = as_bgr(frame)
         converted = time.perf_counter()
         with self._lock:
             locked = time.perf_counter()
             target = self.interpreter.tensor(self._input_index)()[0]
-            scale = letterbox_into(frame, target)
+            compose_into(frame, placements, target)
             del target  # the interpreter refuses to invoke while a view of its buffers lives
-            start = self.invoke_started = time.perf_counter()
-            self.interpreter.invoke()
+            start = time.perf_counter()
+            raw = self._invoke_locked()
             invoked = time.perf_counter()
-            self.invoke_started = None
-            # Raw quantised outputs (small copies): only anchors above the threshold are
-            # dequantised, by HeadSelector.
-            scores = self.interpreter.get_tensor(self._scores["index"])[0]
-            deltas = self.interpreter.get_tensor(self._boxes["index"])[0]
-        boxes, labels, class_scores = self._select(scores, deltas)
-        if len(boxes):  # np.clip costs more than the rest on an empty frame
-            h, w = frame.shape[:2]
-            boxes = np.clip(boxes / scale, 0, [w, h, w, h])
-        detections = [
-            Detection(
-                box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
-                label=int(lab),
-                score=float(s[lab]),
-                scores=(float(s[0]), float(s[1]), float(s[2])),
-            )
-            for b, lab, s in zip(boxes, labels, class_scores, strict=True)
-        ]
+        found = self.decode(raw, placements)
         self.last_preprocess_ms = ((converted - begin) + (start - locked)) * 1000
-        self.last_invoke_ms = (invoked - start) * 1000
+        self.last_invoke_ms = raw.invoke_ms
         self.last_postprocess_ms = (time.perf_counter() - invoked) * 1000
-        return detections
+        return found
+
+    # -- the same inference in three steps, for a pipeline that overlaps them ---------------
+
+    def prepare(self, frame: np.ndarray, placements: Sequence[Placement]) -> Prepared:
+        """Windows of a BGR frame drawn into an input of its own (not the interpreter's).
+
+        Runs on any thread, while another input is being inferred.
+        """
+        begin = time.perf_counter()
+        tensor = np.empty((1, self._size, self._size, 3), dtype=np.uint8)
+        compose_into(as_bgr(frame), placements, tensor[0])
+        return Prepared(tensor, tuple(placements), (time.perf_counter() - begin) * 1000)
+
+    def invoke(self, prepared: Prepared) -> RawOutput:
+        """Run the model on a prepared input: the only step that needs the interpreter."""
+        with self._lock:
+            self.interpreter.set_tensor(self._input_index, prepared.tensor)
+            raw = self._invoke_locked()
+        self.last_invoke_ms = raw.invoke_ms
+        return raw
+
+    def _invoke_locked(self) -> RawOutput:
+        """Invoke on the input as it is and copy the outputs; the caller holds the lock."""
+        start = self.invoke_started = time.perf_counter()
+        self.interpreter.invoke()
+        invoked = time.perf_counter()
+        self.invoke_started = None
+        # Raw quantised outputs (small copies): only anchors above the threshold are
+        # dequantised, by HeadSelector.
+        scores = self.interpreter.get_tensor(self._scores["index"])[0]
+        deltas = self.interpreter.get_tensor(self._boxes["index"])[0]
+        return RawOutput(scores, deltas, (invoked - start) * 1000)
+
+    def decode(self, raw: RawOutput, placements: Sequence[Placement]) -> list[list[Detection]]:
+        """Heads from one inference's raw outputs, in frame pixels, one list per placement."""
+        boxes, labels, class_scores = self._select(raw.scores, raw.deltas)
+        found: list[list[Detection]] = [[] for _ in placements]
+        if not len(boxes):  # the usual frame: nothing above the threshold
+            return found
+        frame_boxes, owner = to_frame(boxes, placements)
+        for b, lab, s, i in zip(frame_boxes, labels, class_scores, owner.tolist(), strict=True):
+            if i < 0:
+                continue
+            found[i].append(
+                Detection(
+                    box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                    label=int(lab),
+                    score=float(s[lab]),
+                    scores=(float(s[0]), float(s[1]), float(s[2])),
+                )
+            )
+        return found

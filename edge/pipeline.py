@@ -2,11 +2,21 @@
 
 Data flows one way. The pipeline owns no thread: the daemon or the replay calls `process` for
 every frame of the camera and `finish` when the camera stops or loses its picture for too long.
+`process` is three steps, which edge.threaded runs on threads of their own so that the next
+frame is prepared while this one is inferred: `plan` (whether and where to detect), the
+detector's inferences, and `complete` (merge, track, vote, record).
+
+Where to look (regions) depends on where the tracks are, and the next frames are planned
+before this one is tracked; so a frame is planned from the tracks as they were PLAN_LAG frames
+earlier, by the serial and the threaded path alike, which therefore count the same people.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -19,11 +29,20 @@ from edge.decide import Decider
 from edge.detect import Detector
 from edge.detection import Detection
 from edge.events import PersonEvent
-from edge.motion import MotionGate
-from edge.tiling import Window, detect_tiled, tile_windows
+from edge.layout import Placement, Window, letterboxed
+from edge.motion import THUMBNAIL_WIDTH, MotionGate
+from edge.regions import Box, Head, RegionPlanner
+from edge.tiling import merge_windows, tile_windows
 from edge.track import EndedTrack, TrackedHead, Tracker
 
 FrameClock = Callable[[float], datetime]
+
+# A frame is planned from the tracks after the frame this many frames before it: the frame
+# just before is still being inferred when the next is planned.
+PLAN_LAG = 2
+# Motion thumbnail width (pixels) when regions use it: 160 x 120 for a 4:3 camera, so that a
+# person 40 px wide in a 768 px frame is 8 thumbnail pixels wide.
+REGION_MOTION_WIDTH = 160
 
 
 def wall_clock(timestamp: float) -> datetime:
@@ -42,13 +61,34 @@ class FrameResult:
 
     heads: list[TrackedHead]
     people: list[PersonEvent] = field(default_factory=list)
-    # Invoke time (ms) of each inference the frame took: one per tile, none when skipped.
+    # Invoke time (ms) of each inference the frame took: one per tile or per input of
+    # regions, none when skipped.
     inference_ms: list[float] = field(default_factory=list)
 
     @property
     def detected(self) -> bool:
         """Whether the detector ran on this frame (not skipped by detect_every_n or motion)."""
         return bool(self.inference_ms)
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """What the detector does on one frame: nothing, or one inference per input.
+
+    Attributes:
+        index: the frame's number in this pipeline, from 0.
+        detect: whether the detector runs (False: skipped by detect_every_n or motion).
+        inputs: the model inputs, each the windows of the frame placed in it.
+    """
+
+    index: int
+    detect: bool
+    inputs: list[list[Placement]] = field(default_factory=list)
+
+    @property
+    def windows(self) -> list[Window]:
+        """Every window of the frame that the inputs show, input by input."""
+        return [p.window for placements in self.inputs for p in placements]
 
 
 class CameraPipeline:
@@ -70,67 +110,131 @@ class CameraPipeline:
         self.decider = Decider(decide, camera.name, camera.zone)
         self.record = record
         self.clock = clock
-        self.frames = 0
+        self.frames = 0  # frames planned
+        self.completed = 0  # frames completed
         self.people = 0
         # Motion gating (camera.motion): frames the detector skipped because nothing moved.
-        self.motion = MotionGate(camera.motion) if camera.motion.enabled else None
+        # Regions use the same gate to find moving areas.
+        regions = camera.regions
+        uses_motion = camera.motion.enabled or (regions.enabled and regions.motion)
+        # Regions need a finer thumbnail: a far walker is a pixel wide in the gate's usual one.
+        width = REGION_MOTION_WIDTH if regions.enabled else THUMBNAIL_WIDTH
+        self.motion = MotionGate(camera.motion, width) if uses_motion else None
         self.still_frames = 0
+        self.regions = RegionPlanner(regions, detector.input_size) if regions.enabled else None
         self._last_detect: float | None = None
         self._windows: list[Window] = []
         self._windows_for = (0, 0)
+        # (frame index, heads after it) of the last completed frames, for planning.
+        self._heads_after: deque[tuple[int, list[Head]]] = deque(maxlen=PLAN_LAG + 1)
+        self._snapshot_lock = threading.Lock()
+        # The box each live track began with (regions only).
+        self._began: dict[int, Box] = {}
 
     def process(self, image: np.ndarray, timestamp: float) -> FrameResult:
         """Run one frame through every stage; decided people are recorded before returning."""
-        detect_now = self.frames % self.camera.detect_every_n_frames == 0
-        self.frames += 1
-        if detect_now and self.motion is not None and not self._motion_or_refresh(image, timestamp):
-            detect_now = False
-            self.still_frames += 1
+        plan = self.plan(image, timestamp)
+        found: list[list[Detection]] = []
         inference_ms: list[float] = []
+        for placements in plan.inputs:
+            found += self.detector.detect_placed(image, placements)
+            inference_ms.append(self.detector.last_invoke_ms)
+        return self.complete(image, timestamp, plan, found, inference_ms)
+
+    def plan(self, image: np.ndarray, timestamp: float) -> FramePlan:
+        """Decide whether the detector runs on this frame, and on which windows of it.
+
+        Frames must be planned in order; frame n may be planned once frame n - PLAN_LAG is
+        complete (edge.threaded waits for that).
+        """
+        index = self.frames
+        self.frames += 1
+        if index % self.camera.detect_every_n_frames:
+            return FramePlan(index, False)
+        heads = self._heads_for(index)
+        moving: list[Box] = []
+        if self.motion is not None:
+            moved, moving = self.motion.moving_areas(image)
+            if self.camera.motion.enabled and not moved and not self._refresh_due(heads, timestamp):
+                self.still_frames += 1
+                return FramePlan(index, False)
+        self._last_detect = timestamp
         h, w = image.shape[:2]
-        if detect_now:
-            self._last_detect = timestamp
-            update = self.tracker.update(self.detect(image, inference_ms), timestamp, (w, h))
+        if self.regions is not None:
+            regions = self.regions.plan(w, h, heads, moving)
+            return FramePlan(index, True, self.regions.inputs(regions))
+        size = self.detector.input_size
+        return FramePlan(index, True, [letterboxed(win, size) for win in self._tiles(w, h)])
+
+    def complete(
+        self,
+        image: np.ndarray,
+        timestamp: float,
+        plan: FramePlan,
+        found: Sequence[Sequence[Detection]],
+        inference_ms: list[float],
+    ) -> FrameResult:
+        """Track and vote on one planned frame, given the heads found in each of its windows.
+
+        Frames must be completed in the order they were planned.
+        """
+        if plan.detect:
+            h, w = image.shape[:2]
+            nms_iou = self.detector.config.nms_iou
+            cut = self.regions is not None
+            heads = merge_windows(found, plan.windows, w, h, nms_iou, drop_cut=cut)
+            update = self.tracker.update(heads, timestamp, (w, h))
         else:
             update = self.tracker.predict(timestamp)
         for head in update.heads:
             if head.detection is not None:
                 self.decider.look(head.track_id, head.detection, w, h)
         people = self._end(update.ended)
+        if self.regions is not None:
+            # Where each track began, to tell a walking head from a patch of background.
+            live = {head.track_id for head in update.heads}
+            for head in update.heads:
+                self._began.setdefault(head.track_id, head.box)
+            for track_id in [t for t in self._began if t not in live]:
+                del self._began[track_id]
+        # A snapshot of its own: the next frames are planned from it on another thread.
+        snapshot = [self._head(head) for head in update.heads]
+        with self._snapshot_lock:
+            self._heads_after.append((plan.index, snapshot))
+        self.completed += 1
         return FrameResult(update.heads, people, inference_ms)
 
-    def detect(self, image: np.ndarray, inference_ms: list[float] | None = None) -> list[Detection]:
-        """Heads in the frame: the whole frame at once, or tile by tile when configured.
+    def _tiles(self, width: int, height: int) -> list[Window]:
+        """The whole frame, or the tiles of camera.tiles (cached per frame size)."""
+        if self._windows_for != (width, height):
+            tiles = self.camera.tiles
+            self._windows = tile_windows(width, height, tiles.columns, tiles.rows, tiles.overlap)
+            self._windows_for = (width, height)
+        return self._windows
 
-        Each inference's invoke time is appended to inference_ms when given (the daemon's
-        `inference_ms` stat is a mean per inference, so every tile counts).
-        """
+    def _head(self, head: TrackedHead) -> Head:
+        """A tracked head for region selection: has it moved its height since it began?"""
+        x1, y1, x2, y2 = head.box
+        b = self._began.get(head.track_id, head.box)
+        moved = math.hypot((x1 + x2 - b[0] - b[2]) / 2, (y1 + y2 - b[1] - b[3]) / 2)
+        return Head(head.box, head.confirmed, moved >= y2 - y1)
 
-        def detect_one(view: np.ndarray) -> list[Detection]:
-            found = self.detector.detect(view)
-            if inference_ms is not None:
-                inference_ms.append(self.detector.last_invoke_ms)
-            return found
+    def _heads_for(self, index: int) -> list[Head]:
+        """The tracked heads after frame index - PLAN_LAG (none before it exists)."""
+        with self._snapshot_lock:
+            snapshots = list(self._heads_after)
+        for done, boxes in snapshots:
+            if done == index - PLAN_LAG:
+                return boxes
+        return []
 
-        tiles = self.camera.tiles
-        if tiles.columns == 1 and tiles.rows == 1:
-            return detect_one(image)
-        h, w = image.shape[:2]
-        if self._windows_for != (w, h):
-            self._windows = tile_windows(w, h, tiles.columns, tiles.rows, tiles.overlap)
-            self._windows_for = (w, h)
-        return detect_tiled(detect_one, image, self._windows, self.detector.config.nms_iou)
-
-    def _motion_or_refresh(self, image: np.ndarray, timestamp: float) -> bool:
-        """Motion gating: detect when something moved, or when a tracked head is due a look.
+    def _refresh_due(self, heads: list[Head], timestamp: float) -> bool:
+        """Motion gating without motion: detect anyway when a tracked head is due a look.
 
         The refresh keeps someone standing still from living on Kalman predictions alone.
         """
-        assert self.motion is not None
-        if self.motion.moved(image):
-            return True
         return (
-            self.tracker.live_tracks > 0
+            bool(heads)
             and self._last_detect is not None
             and timestamp - self._last_detect >= self.camera.motion.refresh_s
         )

@@ -1,5 +1,8 @@
 """`maskwatch replay VIDEO`: the full pipeline over a video file, as fast as the machine allows.
 
+Every frame of the file goes through, in order, with decoding, preparing and inferring on
+threads of their own (edge.threaded), as the stages overlap on the device.
+
 The clock is --start-time plus each frame's position in the file, so a replay produces the
 person events and hourly totals that a live camera would have produced at that time. The
 replayed hour is closed at the end (an hourly total for it is queued) so a replay ends with its
@@ -25,12 +28,14 @@ from pathlib import Path
 import cv2
 
 from edge.annotate import draw, open_writer
+from edge.capture import Capture
 from edge.config.root import Config
 from edge.detect import Detector
 from edge.events import DECISIONS, PersonEvent
 from edge.outbox import STATE_FILE_NAME, OutboxStats
 from edge.pipeline import CameraPipeline, footage_clock
 from edge.runtime import HOUR_CLOSE_DELAY_S, REPLAY_DRAIN_TIMEOUT_S, open_reporting
+from edge.threaded import ThreadedPipeline
 from edge.totals import hour_of
 
 log = logging.getLogger(__name__)
@@ -84,10 +89,15 @@ def replay(
     if not 0 < fps < 1000:
         fps = 25.0  # GIFs and some containers report none
     n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    cap.release()
     origin = start_time or datetime.now(timezone.utc).astimezone()
     clock = footage_clock(origin)
     position = [0.0]
-    camera = config.cameras[0]
+    # The file itself, read as fast as the pipeline goes, every frame in order; frames of a file
+    # without a frame rate are placed at 25 fps, as before.
+    camera = config.cameras[0].model_copy(
+        update={"source": str(video), "file_pacing": "asap", "loop": False, "fps": fps}
+    )
     detector = Detector(config.detector)
     reporting = open_reporting(config, state_dir, clock=lambda: clock(position[0]))
     try:
@@ -99,28 +109,28 @@ def replay(
         snapshot_image = None
         started = time.perf_counter()
         index = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            position[0] = index / fps
-            result = pipeline.process(frame, position[0])
-            people += result.people
-            snap = snapshot is not None and index == snapshot_frame
-            if annotate is not None or snap:
-                draw(frame, result.heads, pipeline.decider, pipeline.people)
-            if annotate is not None:
-                if writer is None:
-                    writer = open_writer(annotate, fps, frame.shape[1], frame.shape[0])
-                writer.write(frame)
-            if snap:
-                snapshot_image = frame
-            index += 1
-            if progress and index % 25 == 0:
-                _progress(index, n_frames, time.perf_counter() - started)
-            if index % max(1, round(fps)) == 0:  # once per footage second: a tick queries SQLite
-                reporting.ledger.tick()
-        cap.release()
+        # Decoding, preparing and inferring run on threads of their own (edge.threaded); this
+        # loop tracks, votes, records and annotates while the next frames are inferred.
+        with Capture(camera, pacing="asap") as capture:
+            for captured, result in ThreadedPipeline(pipeline, capture).run():
+                frame = captured.image
+                position[0] = captured.timestamp
+                people += result.people
+                snap = snapshot is not None and index == snapshot_frame
+                if annotate is not None or snap:
+                    draw(frame, result.heads, pipeline.decider, pipeline.people)
+                if annotate is not None:
+                    if writer is None:
+                        writer = open_writer(annotate, fps, frame.shape[1], frame.shape[0])
+                    writer.write(frame)
+                if snap:
+                    snapshot_image = frame
+                index += 1
+                if progress and index % 25 == 0:
+                    _progress(index, n_frames, time.perf_counter() - started)
+                # Once per footage second: a tick queries SQLite.
+                if index % max(1, round(fps)) == 0:
+                    reporting.ledger.tick()
         if writer is not None:
             writer.release()
         people += pipeline.finish()

@@ -10,15 +10,14 @@ whole head, this one half of it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from edge.detection import Detection
+from edge.layout import Window
 from edge.postprocess import nms
-
-Window = tuple[int, int, int, int]
 
 # A box within this many pixels of a tile's inner edge is cut by it.
 EDGE_PX = 2
@@ -70,22 +69,45 @@ def detect_tiled(
     nms_iou: float,
 ) -> list[Detection]:
     """Run `detect` on each window of the frame and merge the heads into frame coordinates."""
-    h, w = frame.shape[:2]
-    found: list[Detection] = []
-    for window in windows:
-        x1, y1, x2, y2 = window
+    found = []
+    for x1, y1, x2, y2 in windows:
         # A view, not a copy: the detector's letterbox reads it once.
-        for det in detect(frame[y1:y2, x1:x2]):
-            bx1, by1, bx2, by2 = det.box
-            box = (bx1 + x1, by1 + y1, bx2 + x1, by2 + y1)
-            if _cut_by_inner_edge(box, window, w, h) and any(
-                _inside(box, other) for other in windows if other != window
+        found.append(
+            [
+                replace(d, box=(d.box[0] + x1, d.box[1] + y1, d.box[2] + x1, d.box[3] + y1))
+                for d in detect(frame[y1:y2, x1:x2])
+            ]
+        )
+    h, w = frame.shape[:2]
+    return merge_windows(found, windows, w, h, nms_iou)
+
+
+def merge_windows(
+    found: Sequence[Sequence[Detection]],
+    windows: Sequence[Window],
+    width: int,
+    height: int,
+    nms_iou: float,
+    drop_cut: bool = False,
+) -> list[Detection]:
+    """Heads found in each window (frame pixels) as one list: half heads dropped, NMS.
+
+    Used for tiles and for regions alike: a box cut by its window's inner edge is dropped when
+    another window holds all of it (always, with drop_cut: regions are placed around where
+    heads are, so a head they cut is a half head that the next frame's regions hold whole),
+    and heads seen in two overlapping windows become one.
+    """
+    kept: list[Detection] = []
+    for window, dets in zip(windows, found, strict=True):
+        for det in dets:
+            if _cut_by_inner_edge(det.box, window, width, height) and (
+                drop_cut or any(_inside(det.box, other) for other in windows if other != window)
             ):
                 continue
-            found.append(replace(det, box=box))
-    if len(windows) == 1 or len(found) < 2:
-        return found
-    boxes = np.array([d.box for d in found], dtype=np.float32)
-    scores = np.array([d.score for d in found], dtype=np.float32)
-    keep = nms(boxes, scores, nms_iou, len(found))
-    return [found[i] for i in keep]
+            kept.append(det)
+    if len(windows) == 1 or len(kept) < 2:
+        return kept
+    boxes = np.array([d.box for d in kept], dtype=np.float32)
+    scores = np.array([d.score for d in kept], dtype=np.float32)
+    keep = nms(boxes, scores, nms_iou, len(kept))
+    return [kept[i] for i in keep]

@@ -29,7 +29,8 @@ needs_model = pytest.mark.skipif(
 def _args(**overrides: object) -> argparse.Namespace:
     """The namespace `python -m edge.tools.bench`'s parser produces, with overrides."""
     values: dict[str, object] = {"json": True, "video": None, "frames": FRAMES, "runtime": "auto",
-                                 "detect_every": 1, "motion": False, "soak_hours": None}
+                                 "detect_every": 1, "motion": False, "soak_hours": None,
+                                 "threads": None, "config": None}
     values.update(overrides)
     return argparse.Namespace(**values)
 
@@ -152,11 +153,39 @@ def test_detect_every_and_motion_options(clip: Path, capsys: pytest.CaptureFixtu
     """Detecting every 2nd frame calls the detector on half the frames; options are reported."""
     assert main(_args(video=clip, frames=FRAMES, detect_every=2, motion=True)) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["options"] == {"detect_every_n_frames": 2, "motion_gating": True}
+    assert out["options"] == {"detect_every_n_frames": 2, "motion_gating": True,
+                              "detector_threads": None, "config": None}
     assert out["frames"] == FRAMES
     # Frames 0, 2, 4 are due a detection; motion gating may skip some of them, never others.
     assert out["detector_calls"] + out["still_frames"] == FRAMES // 2
     assert out["detector_calls"] >= 1
+
+
+@needs_model
+def test_one_interpreter_thread_and_a_regions_config(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--threads 1 runs the interpreter on one thread; --config takes a camera's regions."""
+    config = tmp_path / "street.yaml"
+    config.write_text(
+        "cameras:\n  - name: street\n    source: /dev/video0\n"
+        "    regions: {enabled: true, scan_cells_per_frame: 5}\n"
+        "tracker: {high_score: 0.35}\n"
+    )
+    assert main(_args(video=clip, threads=1, config=config)) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["threads"] == 1 and out["options"]["detector_threads"] == 1
+    assert out["options"]["config"] == str(config)
+    # Regions: at least the 5 sweep cells a frame, two 2 x 2 inputs.
+    assert out["inferences_per_frame"] >= 2
+    assert out["threaded_fps"] > 0 and out["threaded_inferences_vs_raw"] > 0
+    assert out["ms"]["plan"]["median"] > 0  # motion areas and region selection are timed
+
+
+def test_threads_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--threads 0 is refused before anything is loaded."""
+    assert main(_args(threads=0)) == EXIT_USAGE
+    assert "--threads" in capsys.readouterr().err
 
 
 @needs_model

@@ -98,6 +98,22 @@ def test_min_area_decides_how_much_must_change() -> None:
     assert not strict.moved(small)
 
 
+def test_moving_areas_box_the_walker() -> None:
+    """Regions ask where things moved: around the figure, nowhere else."""
+    gate = MotionGate(MotionConfig(enabled=True, min_area_pct=0.2), width=160)
+    frame = street()
+    for _ in range(5):
+        gate.moving_areas(frame)
+    moved, areas = gate.moving_areas(with_person(frame, 300))
+    assert moved
+    assert len(areas) == 1
+    x1, y1, x2, y2 = areas[0]
+    # The figure (300..360, 150..330), grown by a thumbnail pixel (4 px) at most a little more.
+    assert 288 <= x1 <= 300 and 360 <= x2 <= 372 and 138 <= y1 <= 150 and 330 <= y2 <= 342
+    first, everywhere = MotionGate(MotionConfig(enabled=True)).moving_areas(frame)
+    assert first and everywhere == [(0.0, 0.0, 640.0, 480.0)]  # nothing to compare with yet
+
+
 def test_grey_and_bgra_frames() -> None:
     """Cameras that deliver grey or BGRA frames are gated like BGR ones."""
     bgr = street()

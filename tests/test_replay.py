@@ -269,7 +269,7 @@ PETS = SHARED / "tracking" / "PETS09-S2L1-vtest.avi"  # the same clip opencv-doc
 
 @pytest.mark.skipif(not PETS.exists(), reason="../shared/tracking is absent (third-party footage)")
 def test_street_config_counts_people_in_pets_footage(mosquitto, subscribe, tmp_path: Path) -> None:
-    """What `make demo` shows: with 4x3 tiles the small street heads become person events.
+    """What `make demo` shows: with the street config the small street heads become people.
 
     The first 300 frames (about 40 s of footage; 10 of the clip's 19 people appear in them):
     at least a few counted, and no more than 1.2 times as many as there are.

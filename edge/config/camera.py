@@ -21,6 +21,7 @@ from pydantic import (
 from edge.config.checks import cap_not_below_initial
 from edge.config.motion import MotionConfig
 from edge.config.paths import relative_to_config
+from edge.config.regions import RegionsConfig
 from edge.config.tiling import TilingConfig
 
 SourceKind = Literal["v4l2", "url", "file", "picamera2"]
@@ -186,6 +187,14 @@ class CameraConfig(BaseModel):
             "on large frames (see edge/config/tiling.py)."
         ),
     )
+    regions: RegionsConfig = Field(
+        default_factory=RegionsConfig,
+        description=(
+            "Detect in small regions around tracks, motion and a rotating sweep, several "
+            "regions per inference, instead of the whole frame or tiles (see "
+            "edge/config/regions.py)."
+        ),
+    )
     detect_every_n_frames: int = Field(
         1,
         ge=1,
@@ -257,6 +266,17 @@ class CameraConfig(BaseModel):
         return src
 
     _max_not_below_initial = field_validator("reconnect_max_s")(cap_not_below_initial)
+
+    @field_validator("regions")
+    @classmethod
+    def _regions_or_tiles(cls, regions: RegionsConfig, info: ValidationInfo) -> RegionsConfig:
+        """Regions replace tiles: a camera detects one way, so both at once is a mistake."""
+        tiles = info.data.get("tiles")
+        if regions.enabled and isinstance(tiles, TilingConfig) and tiles.columns * tiles.rows > 1:
+            raise ValueError(
+                "regions and tiles cannot both be used: set tiles to 1 x 1 or disable regions"
+            )
+        return regions
 
     @property
     def source_kind(self) -> SourceKind:

@@ -11,8 +11,10 @@ else a generated clip):
    the limit no pipeline on this machine can beat.
 3. pipeline: every frame of the clip through the real `CameraPipeline.process` (letterbox,
    invoke, box decoding and NMS, tracking, voting) with decoding in line and decided people
-   recorded and published to a local mosquitto, as `maskwatch replay` does. Each stage is timed
-   by wrapping the pipeline's own collaborators, so the code measured is the code that runs.
+   recorded and published to a local mosquitto. Each stage is timed by wrapping the pipeline's
+   own collaborators, so the code measured is the code that runs.
+   threaded: the same, every stage on its own thread as `maskwatch replay` runs it
+   (edge.threaded: capture, prepare, invoke, and the rest), timed block by block.
 4. tracking: the tracker and the vote alone with 10 people in view.
 
 Numbers are wall-clock medians and 95th percentiles per frame, in milliseconds.
@@ -35,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,8 +49,8 @@ import cv2
 import numpy as np
 
 import edge.detect
-from edge.capture import Capture
-from edge.config.load import ConfigError, parse_config
+from edge.capture import Capture, Frame
+from edge.config.load import ConfigError, load_config, parse_config
 from edge.config.root import Config
 from edge.decide import Decider
 from edge.detect import Detector, ModelError
@@ -64,6 +67,7 @@ from edge.runtime import (
     Reporting,
     open_reporting,
 )
+from edge.threaded import ThreadedPipeline
 from edge.totals import hour_of
 from edge.track import Tracker
 
@@ -78,9 +82,11 @@ RUNTIME_PACKAGES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflit
 
 # Pipeline stages in the order CameraPipeline.process runs them; "other" is the frame's time
 # not inside any of them (the pipeline's glue and the timers themselves).
-STAGES = ("decode", "preprocess", "invoke", "postprocess", "track", "vote", "publish", "other")
+STAGES = ("decode", "plan", "preprocess", "invoke", "postprocess", "track", "vote", "publish",
+          "other")
 STAGE_MEANING = {
     "decode": "cv2.VideoCapture.read: demux and decode one frame",
+    "plan": "motion areas and region selection (regions only)",
     "preprocess": "letterbox into the input tensor (resize, BGR to RGB)",
     "invoke": "interpreter.invoke",
     "postprocess": "dequantise outputs, box decoding, NMS, Detection objects",
@@ -106,8 +112,6 @@ SYNTHETIC_FPS = 10.0
 GENERATED_SIZE = (768, 576)
 GENERATED_FPS = 7.0
 FLUSH_TIMEOUT_S = 15.0
-# Frames the daemon-style run processes untimed at the start of each block (Capture's queue).
-THREADED_SETTLE = 4
 # Memory samples taken over a soak (--soak-hours), evenly in footage time.
 SOAK_SAMPLES = 12
 BROKER_START_TIMEOUT_S = 10.0
@@ -317,19 +321,20 @@ class TimedDetector:
         self.heads = 0
         self.most_heads = 0
 
-    def detect(self, frame: np.ndarray) -> list[Detection]:
-        """Detector.detect, its stages charged from last_preprocess/invoke/postprocess_ms.
+    def detect_placed(self, frame: np.ndarray, placements: Any) -> list[list[Detection]]:
+        """Detector.detect_placed, its stages charged from last_preprocess/invoke/postprocess_ms.
 
         What the detector's own timers do not cover (the call itself) stays in "other".
         """
-        detections = self.inner.detect(frame)
+        found = self.inner.detect_placed(frame, placements)
         self.clock.add("preprocess", self.inner.last_preprocess_ms / 1000.0)
         self.clock.add("invoke", self.inner.last_invoke_ms / 1000.0)
         self.clock.add("postprocess", self.inner.last_postprocess_ms / 1000.0)
+        heads = sum(len(f) for f in found)
         self.calls += 1
-        self.heads += len(detections)
-        self.most_heads = max(self.most_heads, len(detections))
-        return detections
+        self.heads += heads
+        self.most_heads = max(self.most_heads, heads)
+        return found
 
     def __getattr__(self, name: str) -> Any:
         """Everything else is the detector's own."""
@@ -373,10 +378,16 @@ class Options:
 
     detect_every: int = 1  # camera.detect_every_n_frames
     motion: bool = False  # camera.motion.enabled
+    threads: int | None = None  # detector.threads (None: its default)
+    # A config file whose first camera's detection (tiles, regions, motion) and tracker the
+    # bench uses, on its own clip and broker.
+    camera: Path | None = None
 
     def as_json(self) -> dict[str, Any]:
         """For the result object."""
-        return {"detect_every_n_frames": self.detect_every, "motion_gating": self.motion}
+        return {"detect_every_n_frames": self.detect_every, "motion_gating": self.motion,
+                "detector_threads": self.threads,
+                "config": None if self.camera is None else str(self.camera)}
 
 
 def bench_config(video: Path, port: int, runtime: str, model: Path | None = None,
@@ -393,7 +404,17 @@ def bench_config(video: Path, port: int, runtime: str, model: Path | None = None
         "cameras": [camera],
         "mqtt": {"host": "127.0.0.1", "port": port, "password_credential": None},
     }
+    if options.camera is not None:
+        given = load_config(options.camera)
+        first = given.cameras[0]
+        camera["tiles"] = first.tiles.model_dump()
+        camera["regions"] = first.regions.model_dump()
+        camera["motion"] = {**first.motion.model_dump(),
+                            "enabled": options.motion or first.motion.enabled}
+        data["tracker"] = given.tracker.model_dump()
     detector: dict[str, Any] = {}
+    if options.threads is not None:
+        detector["threads"] = options.threads
     if runtime != "auto":
         detector["accelerator"] = "cpu"
     if model is not None:
@@ -487,6 +508,10 @@ class PipelineRun:
         self.detector = pipe.detector = TimedDetector(detector, self.stages)
         pipe.tracker = TimedStage(pipe.tracker, "track", ("update", "predict"), self.stages)
         pipe.decider = TimedStage(pipe.decider, "vote", ("look", "end"), self.stages)
+        if pipe.motion is not None:
+            pipe.motion = TimedStage(pipe.motion, "plan", ("moving_areas",), self.stages)
+        if pipe.regions is not None:
+            pipe.regions = TimedStage(pipe.regions, "plan", ("plan", "inputs"), self.stages)
         self.decode = self.stages.timed("decode", self.cap.read)
         self.frames = 0
         self.people = 0
@@ -531,51 +556,92 @@ class PipelineRun:
         return delivered, time.perf_counter() - start
 
 
-class ThreadedRun:
-    """The daemon's arrangement: a Capture thread decodes, the pipeline runs in this thread.
+class GatedSource:
+    """A frame source that hands out only as many frames as the bench allows.
 
-    Only the wall time between frames in the consuming thread is timed, so decoding costs the
-    pipeline only what it does not overlap. Each block starts with THREADED_SETTLE untimed
-    frames: the capture thread read them ahead while the raw loop ran, for free.
+    The threaded pipeline runs in blocks between blocks of the raw loop, which uses the same
+    interpreter: between blocks its threads wait here, and the interpreter is free.
+    """
+
+    def __init__(self, source: Capture) -> None:
+        """Gate source; nothing is allowed yet."""
+        self.source = source
+        self._allowed = 0
+        self._cond = threading.Condition()
+
+    def allow(self, count: int) -> None:
+        """Let count more frames through."""
+        with self._cond:
+            self._allowed += count
+            self._cond.notify_all()
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The next frame once one is allowed; None on timeout or at the end of the clip."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._allowed > 0, timeout):
+                return None
+            self._allowed -= 1
+        frame = self.source.read(timeout)
+        if frame is None:
+            self.allow(1)
+        return frame
+
+    @property
+    def ended(self) -> bool:
+        """True once the clip has ended and been read."""
+        return self.source.ended
+
+
+class ThreadedRun:
+    """The whole pipeline as edge.threaded runs it, detecting every frame.
+
+    A Capture thread decodes, a prepare thread plans and letterboxes, an invoke thread runs the
+    model, and this thread decodes the boxes, tracks, votes and records (edge.threaded). Each
+    block's frames are timed from one result to the next; the wait for a block's first result
+    (the pipeline filling up again after the raw loop had the interpreter) is reported apart.
     """
 
     def __init__(self, config: Config, detector: Detector, reporting: Reporting) -> None:
         """Start the capture thread on the clip and build a second pipeline."""
         self.capture = Capture(config.cameras[0], pacing="asap")
         self.capture.start()
+        self.gate = GatedSource(self.capture)
         self.ledger = reporting.ledger
         self.clock = footage_clock(datetime.now(timezone.utc).astimezone())
         self.pipeline = CameraPipeline(config.cameras[0], detector, config.tracker,
                                        config.decide, self.ledger.record, self.clock)
+        self.runner = ThreadedPipeline(self.pipeline, self.gate)
+        self.results = self.runner.run()
         self.frame_s: list[float] = []
+        self.fill_s: list[float] = []
         self.seen = 0
         self.ended = False
         self.last_second = -1
 
-    def _one(self) -> bool:
-        """Read and process one frame; False at the end of the clip."""
-        frame = self.capture.read(FIRST_FRAME_TIMEOUT_S)
-        if frame is None:
-            self.ended = True
-            return False
-        self.pipeline.process(frame.image, frame.timestamp)
-        if int(frame.timestamp) != self.last_second:  # a tick per second of footage
-            self.last_second = int(frame.timestamp)
-            self.ledger.tick(self.clock(frame.timestamp))
-        self.seen += 1
-        return True
-
     def step(self, count: int) -> None:
-        """THREADED_SETTLE frames untimed, then count frames timed."""
-        for _ in range(THREADED_SETTLE):
-            if not self._one():
+        """Let count frames through; time each result after the block's first.
+
+        The first result of a block comes after the pipeline has filled (prepare, invoke and
+        the rest of one frame one after another): a running camera pays that once, not every
+        20 frames, so it is kept apart in fill_s.
+        """
+        self.gate.allow(count)
+        start = last = time.perf_counter()
+        for i in range(count):
+            item = next(self.results, None)
+            if item is None:
+                self.ended = True
                 return
-        last = time.perf_counter()
-        for _ in range(count):
-            if not self._one():
-                return
+            frame = item[0]
+            if int(frame.timestamp) != self.last_second:  # a tick per second of footage
+                self.last_second = int(frame.timestamp)
+                self.ledger.tick(self.clock(frame.timestamp))
+            self.seen += 1
             now = time.perf_counter()
-            self.frame_s.append(now - last)
+            if i == 0:
+                self.fill_s.append(now - start)
+            else:
+                self.frame_s.append(now - last)
             last = now
 
     @property
@@ -585,7 +651,9 @@ class ThreadedRun:
         return len(self.frame_s) / total if total > 0 else 0.0
 
     def close(self) -> None:
-        """Stop the capture thread."""
+        """Stop the stage threads and the capture thread."""
+        self.runner.stop()
+        self.results.close()
         self.capture.stop()
 
 
@@ -839,6 +907,7 @@ def run_bench(video: Path | None, frames: int, runtime: str = "auto",
     ms = {"raw_loop": stats_ms(raw.loop_s), "raw_invoke": stats_ms(raw.invoke_s)}
     ms.update({stage: stats_ms(stages.series(stage)) for stage in (*STAGES, "frame")})
     ms["threaded_frame"] = stats_ms(threaded.frame_s)
+    ms["threaded_fill"] = stats_ms(threaded.fill_s)
     height, width = first.image.shape[:2]
     return {
         "video": str(video),
@@ -855,7 +924,7 @@ def run_bench(video: Path | None, frames: int, runtime: str = "auto",
         "pipeline_vs_raw": round(pipeline_fps / raw_fps, 4),
         # Medians resist the bursts of a loaded machine better than the means behind the fps.
         "pipeline_vs_raw_median": round(ms["raw_loop"]["median"] / ms["frame"]["median"], 4),
-        # As the daemon runs: decoding in the capture thread, overlapped with the pipeline.
+        # Every stage on its own thread (edge.threaded): capture, prepare, invoke, the rest.
         "threaded_fps": round(threaded.fps, 3),
         "threaded_vs_raw": round(threaded.fps / raw_fps, 4),
         "threaded_vs_raw_median": round(
@@ -864,6 +933,11 @@ def run_bench(video: Path | None, frames: int, runtime: str = "auto",
         "overhead_ratio": round((total - invoke_total - decode_total) / total, 4) if total else 0.0,
         "share": {s: round(sum(stages.series(s)) / total, 4) if total else 0.0 for s in STAGES},
         "ms": ms,
+        "inferences_per_frame": round(run.detector.calls / max(1, run.frames), 3),
+        # Inferences per second of the threaded pipeline against the raw loop's: the share of
+        # the interpreter's time it keeps busy, whatever the inferences per frame.
+        "threaded_inferences_vs_raw": round(
+            threaded.fps * run.detector.calls / max(1, run.frames) / raw_fps, 4),
         "detections": {
             "per_frame": round(run.detector.heads / max(1, run.detector.calls), 3),
             "most": run.detector.most_heads,
@@ -910,7 +984,7 @@ def table(result: dict[str, Any]) -> str:
         f"({100 * result['pipeline_vs_raw']:.0f}% of raw)",
         f"outside invoke+decode {100 * result['overhead_ratio']:7.1f} % of pipeline time",
         f"median frame vs raw   {100 * result['pipeline_vs_raw_median']:7.0f} %",
-        f"capture thread (daemon) {result['threaded_fps']:6.2f} fps  "
+        f"threaded pipeline     {result['threaded_fps']:8.2f} fps  "
         f"({100 * result['threaded_vs_raw']:.0f}% of raw; medians "
         f"{100 * result['threaded_vs_raw_median']:.0f}%)",
         "",
@@ -981,6 +1055,12 @@ def build_parser() -> argparse.ArgumentParser:
                         default="auto", help="CPU interpreter package to measure")
     parser.add_argument("--detect-every", type=int, default=1, metavar="N",
                         help="camera.detect_every_n_frames (Kalman prediction in between)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="detector.threads: interpreter threads (1 leaves the other cores to "
+                        "the pipeline, as an Edge TPU would)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="use this config's first camera (tiles, regions, motion) and tracker "
+                        "on the bench's clip")
     parser.add_argument("--motion", action="store_true",
                         help="camera.motion.enabled: skip the detector when nothing moves")
     parser.add_argument("--soak-hours", type=float, metavar="H",
@@ -1002,8 +1082,13 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     # A Namespace built by hand may leave options out: their defaults then apply.
     detect_every = getattr(args, "detect_every", None)
+    threads = getattr(args, "threads", None)
     options = Options(detect_every=1 if detect_every is None else int(detect_every),
-                      motion=bool(getattr(args, "motion", False)))
+                      motion=bool(getattr(args, "motion", False)), threads=threads,
+                      camera=getattr(args, "config", None))
+    if threads is not None and not 1 <= threads <= 64:
+        print(f"--threads: must be 1 to 64, got {threads}", file=sys.stderr)
+        return EXIT_USAGE
     if options.detect_every < 1:
         print(f"--detect-every: must be at least 1, got {options.detect_every}", file=sys.stderr)
         return EXIT_USAGE

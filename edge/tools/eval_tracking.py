@@ -14,7 +14,8 @@ rate. It prints one markdown table (also written to /tmp/eval_tracking.md) with
 plus the time of one maskwatch update with 10 live tracks on a synthetic scene.
 
 `--variants clean noisy clean-noisy heads` (what `make eval-tracking` runs) evaluates every
-tracker also on those edge.mot_variants copies of every sequence, written to a temporary folder:
+tracker also on those edge.tools.mot_variants copies of every sequence, written to a temporary
+folder:
 the ground truth as detections, the public detections and the ground truth with noise added, and
 noisy head-sized boxes; each kind gets a combined row of its own ("all-clean", ...).
 
@@ -59,7 +60,7 @@ from edge.mot import (
     read_detections,
     track_mot,
 )
-from edge.mot_variants import KINDS, kind_of, write_variants
+from edge.tools.mot_variants import KINDS, kind_of, write_variants
 from edge.track import Tracker, TrackUpdate
 
 # motmetrics 1.4 still calls np.asfarray, which numpy 2 removed.
@@ -357,8 +358,8 @@ def evaluate(
     """Run every tracker on every sequence; the markdown table and the numbers behind it.
 
     detect_every: maskwatch runs once per n, detecting every n-th frame ("maskwatch-every-n").
-    variants: kinds of edge.mot_variants to evaluate beside the sequences themselves; each kind
-    gets its own combined row ("all-clean", ...), the sequences themselves "all".
+    variants: kinds of edge.tools.mot_variants to evaluate beside the sequences themselves; each
+    kind gets its own combined row ("all-clean", ...), the sequences themselves "all".
     """
     runners: dict[str, Callable[[Sequence], Result]] = {
         ("maskwatch" if n == 1 else f"maskwatch-every-{n}"): functools.partial(
@@ -458,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=KINDS,
         default=[],
         metavar="KIND",
-        help=f"also evaluate these edge.mot_variants kinds of every sequence ({', '.join(KINDS)})",
+        help="also evaluate these edge.tools.mot_variants kinds of every sequence "
+        f"({', '.join(KINDS)})",
     )
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.detect_every):

@@ -1,6 +1,7 @@
 """End-to-end counting on real frames: detector -> tracker -> count, against MOT ground truth.
 
     python -m edge.tools.eval_video --config configs/street-camera.yaml
+    python -m edge.tools.eval_video --compare     # the street config beside 4 x 3 and 3 x 2 tiles
 
 Runs the daemon's own pipeline (the config's first camera, detector, tracker and vote) over a
 video whose people have MOTChallenge ground truth (default: PETS09-S2L1, 795 frames, 19
@@ -25,14 +26,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.capture import Capture
 from edge.config.load import ConfigError, load_config_or_defaults
 from edge.config.root import Config
 from edge.detect import Detector
 from edge.mot import DEFAULT_DATA
 from edge.pipeline import CameraPipeline, footage_clock
+from edge.threaded import ThreadedPipeline
 
 DEFAULT_VIDEO = DEFAULT_DATA.parents[1] / "PETS09-S2L1-vtest.avi"
 DEFAULT_GT = DEFAULT_DATA / "PETS09-S2L1" / "gt" / "gt.txt"
+STREET_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "street-camera.yaml"
 
 
 @dataclass(slots=True)
@@ -46,6 +50,7 @@ class VideoScore:
     duplicates: int
     false_counts: int
     seconds: float
+    inferences: int = 0
 
     def table(self) -> str:
         """The score as a Markdown table row block."""
@@ -56,6 +61,49 @@ class VideoScore:
             f"| {self.people} | {self.counted} | {self.matched} | {self.duplicates} "
             f"| {self.false_counts} | {fps:.1f} |\n"
         )
+
+
+def compare_table(rows: list[tuple[str, VideoScore]]) -> str:
+    """Several configs' scores side by side, with their inferences per frame and fps."""
+    lines = [
+        "| detection | inferences/frame | fps | counted | found (of people) | counted twice "
+        "| invented |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in rows:
+        fps = s.frames / s.seconds if s.seconds else 0.0
+        per_frame = s.inferences / s.frames if s.frames else 0.0
+        lines.append(
+            f"| {name} | {per_frame:.2f} | {fps:.1f} | {s.counted} | {s.matched} of {s.people} "
+            f"| {s.duplicates} | {s.false_counts} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def variants(config: Config) -> list[tuple[str, Config]]:
+    """The config as it is, and with 4 x 3 and 3 x 2 tiles instead of its own detection.
+
+    The tiles overlap by 0.2, as the street config's 4 x 3 tiles did before regions.
+    """
+    out = [(describe(config), config)]
+    for columns, rows in ((4, 3), (3, 2)):
+        camera = config.cameras[0]
+        tiles = camera.tiles.model_copy(update={"columns": columns, "rows": rows, "overlap": 0.2})
+        regions = camera.regions.model_copy(update={"enabled": False})
+        tiled = camera.model_copy(update={"tiles": tiles, "regions": regions})
+        out.append((f"{columns} x {rows} tiles", config.model_copy(update={"cameras": [tiled]})))
+    return out
+
+
+def describe(config: Config) -> str:
+    """How the config's first camera detects, in a few words."""
+    camera = config.cameras[0]
+    if camera.regions.enabled:
+        r = camera.regions
+        return f"regions (grid {r.grid}, zoom {r.zoom:g})"
+    if camera.tiles.columns * camera.tiles.rows > 1:
+        return f"{camera.tiles.columns} x {camera.tiles.rows} tiles"
+    return "whole frame"
 
 
 def head_owner(box: tuple[float, ...], bodies: np.ndarray) -> int | None:
@@ -78,13 +126,17 @@ def score_video(video: Path, gt_path: Path, config: Config) -> VideoScore:
     gt = np.loadtxt(gt_path, delimiter=",", ndmin=2)
     gt = gt[gt[:, 6] != 0] if gt.shape[1] > 6 else gt  # MOT marks ignored boxes with 0
     by_frame = {int(f): gt[gt[:, 0] == f] for f in np.unique(gt[:, 0])}
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
+    probe = cv2.VideoCapture(str(video))
+    opened = probe.isOpened()
+    probe.release()
+    if not opened:  # a Capture would keep retrying a file it cannot open
         raise FileNotFoundError(f"{video}: cannot open video")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    camera = config.cameras[0].model_copy(
+        update={"source": str(video), "file_pacing": "asap", "loop": False}
+    )
     counted: list[int] = []
     pipeline = CameraPipeline(
-        config.cameras[0],
+        camera,
         Detector(config.detector),
         config.tracker,
         config.decide,
@@ -92,23 +144,21 @@ def score_video(video: Path, gt_path: Path, config: Config) -> VideoScore:
         footage_clock(datetime(2026, 1, 1, tzinfo=timezone.utc)),
     )
     owners: dict[int, Counter[int | None]] = {}
-    frame = 0
+    frame = inferences = 0
     start = time.perf_counter()
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frame += 1  # MOTChallenge frames count from 1
-        result = pipeline.process(image, (frame - 1) / fps)
-        bodies = by_frame.get(frame)
-        for head in result.heads:
-            if head.detection is None:
-                continue
-            owner = head_owner(head.detection.box, bodies) if bodies is not None else None
-            owners.setdefault(head.track_id, Counter())[owner] += 1
+    # As `maskwatch replay` runs it: decoding, preparing and inferring on threads of their own.
+    with Capture(camera, pacing="asap") as capture:
+        for captured, result in ThreadedPipeline(pipeline, capture).run():
+            frame = captured.index + 1  # MOTChallenge frames count from 1
+            inferences += len(result.inference_ms)
+            bodies = by_frame.get(frame)
+            for head in result.heads:
+                if head.detection is None:
+                    continue
+                owner = head_owner(head.detection.box, bodies) if bodies is not None else None
+                owners.setdefault(head.track_id, Counter())[owner] += 1
     pipeline.finish()
     seconds = time.perf_counter() - start
-    cap.release()
     taken: set[int] = set()
     duplicates = false_counts = 0
     for track_id in counted:
@@ -129,6 +179,7 @@ def score_video(video: Path, gt_path: Path, config: Config) -> VideoScore:
         duplicates=duplicates,
         false_counts=false_counts,
         seconds=seconds,
+        inferences=inferences,
     )
 
 
@@ -138,17 +189,27 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     parser.add_argument("--gt", type=Path, default=DEFAULT_GT, help="MOTChallenge gt.txt")
-    parser.add_argument("--config", type=Path, help="maskwatch config (default: built-in)")
+    parser.add_argument("--config", type=Path, help="maskwatch config (default: built-in; "
+                        "with --compare, configs/street-camera.yaml)")
+    parser.add_argument("--compare", action="store_true",
+                        help="score the config and the same config with 4 x 3 and 3 x 2 tiles, "
+                        "side by side with inferences per frame and fps")
     args = parser.parse_args(argv)
     for path in (args.video, args.gt):
         if not path.exists():
             print(f"eval-video: {path}: no such file", file=sys.stderr)
             return 66
+    if args.compare and args.config is None:
+        args.config = STREET_CONFIG
     try:
         config = load_config_or_defaults(args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 78
+    if args.compare:
+        rows = [(name, score_video(args.video, args.gt, c)) for name, c in variants(config)]
+        print(compare_table(rows), end="")
+        return 0
     score = score_video(args.video, args.gt, config)
     print(score.table(), end="")
     return 0

@@ -1,0 +1,220 @@
+"""Region selection: regions hold the tracked heads, cover motion, sweep the frame, pack as mosaics;
+and the mosaic maps heads back to the right place of the frame (with the real model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import camera_pipeline
+
+from edge.config.detector import DetectorConfig
+from edge.config.load import ConfigError, load_config
+from edge.config.regions import RegionsConfig
+from edge.detect import Detector
+from edge.layout import compose_into, letterboxed, mosaic, to_frame
+from edge.regions import (
+    Head,
+    RegionPlanner,
+    around_heads,
+    over_motion,
+    region_side,
+    square_at,
+    sweep_cells,
+)
+
+CLIP = Path(__file__).resolve().parents[2] / "shared/videos/one-by-one-person-detection.mp4"
+
+
+def contains(window: tuple[int, ...], box: tuple[float, ...]) -> bool:
+    """Whether box lies inside window."""
+    return bool(window[0] <= box[0] and window[1] <= box[1]) and bool(
+        box[2] <= window[2] and box[3] <= window[3]
+    )
+
+
+def test_region_side_is_a_mosaic_cell_over_the_zoom() -> None:
+    assert region_side(2, 2.5, 320) == 64
+    assert region_side(2, 1.4, 320) == 114
+    assert region_side(1, 0.5, 320) == 640
+
+
+def test_squares_stay_inside_the_frame() -> None:
+    assert square_at(5, 5, 64, 768, 576) == (0, 0, 64, 64)
+    assert square_at(760, 570, 64, 768, 576) == (704, 512, 768, 576)
+    assert square_at(400, 300, 64, 768, 576) == (368, 268, 432, 332)
+    assert square_at(50, 50, 200, 120, 100) == (0, 0, 120, 100)  # frame smaller than a region
+
+
+def test_near_heads_share_a_region_far_heads_get_their_own() -> None:
+    near = [(100.0, 100.0, 116.0, 116.0), (110.0, 104.0, 126.0, 120.0)]
+    far = [(500.0, 300.0, 516.0, 316.0)]
+    regions = around_heads(near + far, 64, 1.0, 768, 576)
+    assert len(regions) == 2
+    for head in near + far:
+        # Each head with a margin of one head size on every side.
+        grown = (head[0] - 16, head[1] - 16, head[2] + 16, head[3] + 16)
+        assert any(contains(r, grown) for r in regions)
+    assert all(r[2] - r[0] == 64 and r[3] - r[1] == 64 for r in regions)
+
+
+def test_a_large_moving_area_is_covered_top_row_first() -> None:
+    regions = over_motion([(100.0, 100.0, 300.0, 300.0)], 114, 768, 576)
+    assert len(regions) == 4  # 200 x 200 px: two regions across, two down
+    tops = [r[1] for r in regions]
+    assert tops[:2] == sorted(tops)[:2] and tops[0] < tops[2]
+    covered = np.zeros((576, 768), bool)
+    for x1, y1, x2, y2 in regions:
+        covered[y1:y2, x1:x2] = True
+    assert covered[100:300, 100:300].all()
+
+
+def test_the_sweep_covers_the_frame_with_overlap() -> None:
+    cells = sweep_cells(768, 576, 114, 0.2)
+    covered = np.zeros((576, 768), bool)
+    for x1, y1, x2, y2 in cells:
+        assert x2 - x1 == 114 and y2 - y1 == 114
+        covered[y1:y2, x1:x2] = True
+    assert covered.all()
+    assert cells[1][0] < cells[0][2] - 0.2 * 114 + 1  # neighbours share at least the overlap
+
+
+def planner(**overrides: object) -> RegionPlanner:
+    """A planner for a 320 px input: 64 px track regions, 114 px search regions."""
+    settings: dict[str, object] = {"enabled": True, "zoom": 2.5, "search_zoom": 1.4}
+    return RegionPlanner(RegionsConfig.model_validate({**settings, **overrides}), 320)
+
+
+def test_tracks_come_first_then_motion_then_the_sweep_fills_the_input() -> None:
+    plan = planner(scan_cells_per_frame=1)
+    heads = [(100.0, 100.0, 116.0, 116.0)]
+    moving = [(95.0, 95.0, 125.0, 160.0), (500.0, 200.0, 540.0, 300.0)]  # the head walks
+    regions = plan.plan(768, 576, [Head(heads[0], True, True)], moving)
+    # The tracked head; the other moving area, grown by a margin and taller than one region,
+    # top first; a sweep cell, which also fills the 2 x 2 input.
+    assert len(regions) == 4
+    assert contains(regions[0], heads[0]) and regions[0][2] - regions[0][0] == 64
+    assert contains(regions[1], (500.0, 200.0, 540.0, 240.0))
+    assert regions[1][1] < regions[2][1] and contains(regions[2], (500.0, 260.0, 540.0, 300.0))
+    assert regions[3:] == sweep_cells(768, 576, 114, 0.2)[:1]
+    assert plan.plan(768, 576, [], [])[:4] == sweep_cells(768, 576, 114, 0.2)[1:5]
+    inputs = plan.inputs(regions)
+    assert len(inputs) == 1 and [p.window for p in inputs[0]] == regions
+
+
+def test_motion_of_a_tracked_person_adds_no_region() -> None:
+    heads = [Head((510.0, 205.0, 526.0, 221.0), False, True)]
+    moving = [(500.0, 200.0, 540.0, 300.0)]  # that person's body
+    regions = planner(scan_cells_per_frame=0).plan(768, 576, heads, moving)
+    assert regions[0] == square_at(518, 213, 64, 768, 576)
+    assert len(regions) == 4 and all(r[2] - r[0] == 114 for r in regions[1:])  # sweep only
+    assert not any(contains(r, (500.0, 200.0, 540.0, 240.0)) for r in regions[1:2])
+
+
+def test_only_heads_that_travel_are_magnified() -> None:
+    box = (100.0, 100.0, 116.0, 116.0)
+    plan = planner(scan_cells_per_frame=0)
+    # (The sweep fills the rest of the input after the first region.)
+    assert plan.plan(768, 576, [Head(box, False, True)], [])[0] == square_at(108, 108, 64, 768, 576)
+    # A person who stopped: looked at, at the search size.
+    stopped = plan.plan(768, 576, [Head(box, True, False)], [])
+    assert stopped[0] == square_at(108, 108, 114, 768, 576)
+    # Not a person yet and never moved (a sign the model once took for a head): left to the
+    # sweep and to motion.
+    assert plan.plan(768, 576, [Head(box, False, False)], []) == []
+
+
+def test_max_regions_caps_a_crowd() -> None:
+    # 11 walking heads, none close to another.
+    heads = [Head((x, 300.0, x + 16.0, 316.0), True, True) for x in range(0, 760, 70)]
+    regions = planner(max_regions=8).plan(768, 576, heads, [])
+    assert len(regions) == 8
+    assert len(planner(max_regions=8).inputs(regions)) == 2
+
+
+def test_nothing_to_look_at_and_no_sweep_means_no_inference() -> None:
+    assert planner(scan_cells_per_frame=0).plan(768, 576, [], []) == []
+
+
+def test_mosaic_cells_and_their_way_back() -> None:
+    windows = [(0, 0, 64, 64), (100, 50, 164, 114), (700, 500, 768, 576)]
+    placements = mosaic(windows, 320, 2)
+    cells = [(0, 0, 160, 160), (160, 0, 320, 160), (0, 160, 160, 320)]
+    assert [p.cell for p in placements] == cells
+    assert placements[0].scale == 2.5
+    # A box in the second cell, and one in the empty fourth cell.
+    boxes = np.array([[170.0, 10.0, 210.0, 50.0], [200.0, 200.0, 240.0, 240.0]], np.float32)
+    frame_boxes, owner = to_frame(boxes, placements)
+    assert owner.tolist() == [1, -1]
+    assert frame_boxes[0].tolist() == pytest.approx([104.0, 54.0, 120.0, 70.0])
+    # One window filling the input keeps every box, as the whole-frame letterbox did.
+    single = letterboxed((0, 0, 768, 576), 320)
+    _, owner = to_frame(boxes, single)
+    assert owner.tolist() == [0, 0]
+
+
+def test_mosaic_draws_each_window_into_its_cell() -> None:
+    frame = np.zeros((200, 300, 3), np.uint8)
+    frame[:100, :100] = (255, 0, 0)  # blue in BGR
+    frame[100:, 200:] = (0, 0, 255)  # red
+    target = np.full((320, 320, 3), 7, np.uint8)
+    compose_into(frame, mosaic([(0, 0, 100, 100), (200, 100, 300, 200)], 320, 2), target)
+    assert (target[:160, :160] == (0, 0, 255)).all()  # RGB: blue
+    assert (target[:160, 160:] == (255, 0, 0)).all()  # red
+    assert (target[160:] == 0).all()  # empty cells are black
+
+
+@pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/videos (third-party data)")
+def test_the_real_model_finds_the_same_head_in_every_cell() -> None:
+    """Four copies of one region in a 2 x 2 mosaic: the same head, mapped to the same place."""
+    cap = cv2.VideoCapture(str(CLIP))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 245)  # a man standing at the table, seen from behind
+    ok, picture = cap.read()
+    cap.release()
+    assert ok
+    frame = cv2.resize(picture, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    head = np.array([428, 9, 489, 84]) / 2  # where the model boxes it in the full picture
+    window = square_at((head[0] + head[2]) / 2, (head[1] + head[3]) / 2, 100, *frame.shape[1::-1])
+    detector = Detector(DetectorConfig(accelerator="cpu", threads=1))
+    found = detector.detect_placed(frame, mosaic([window] * 4, detector.input_size, 2))
+    assert len(found) == 4
+    boxes = [max(cell, key=lambda d: d.score).box for cell in found]
+    for box in boxes:
+        assert box == pytest.approx(boxes[0], abs=2)  # the cells see different borders
+        assert abs((box[0] + box[2]) / 2 - (head[0] + head[2]) / 2) < 8
+        assert abs((box[1] + box[3]) / 2 - (head[1] + head[3]) / 2) < 8
+
+
+def test_a_regions_pipeline_plans_one_inference_per_four_regions() -> None:
+    detector = Detector(DetectorConfig(accelerator="cpu", threads=1))
+    pipe = camera_pipeline(detector, regions={"enabled": True, "scan_cells_per_frame": 5})
+    frame = np.full((576, 768, 3), 90, np.uint8)
+    results = [pipe.process(frame, i / 10) for i in range(3)]
+    # First frame: motion everywhere (no background yet); then 5 sweep cells, two inputs.
+    assert [len(r.inference_ms) for r in results[1:]] == [2, 2]
+
+
+def test_regions_and_tiles_together_are_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "maskwatch.yaml"
+    path.write_text(
+        "cameras:\n"
+        "  - name: street\n"
+        "    source: /dev/video0\n"
+        "    tiles: {columns: 4, rows: 3}\n"
+        "    regions:\n"
+        "      enabled: true\n"
+        "      grid: 7\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    messages = err.value.messages
+    assert any(m.startswith(f"{path}:7: cameras.0.regions.grid:") for m in messages), messages
+    path.write_text(path.read_text().replace("grid: 7", "grid: 2"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.messages == [
+        f"{path}:5: cameras.0.regions: regions and tiles cannot both be used: set "
+        "tiles to 1 x 1 or disable regions"
+    ]
