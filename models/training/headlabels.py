@@ -51,14 +51,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from edge.anchors import ANCHOR_SPEC, AnchorLevel, AnchorSpec, iou_matrix, make_anchors
+from edge.anchors import ANCHOR_SPEC, iou_matrix, make_anchors
 from edge.postprocess import dequantize, select_heads
 from models.training.data import write_labels
 from models.training.teacher import MOVENET, MoveNet, facing
@@ -86,15 +86,7 @@ FACE_IN_MODEL = 40.0  # px of face in the 320 input when the shipped detector re
 
 # The anchors of the first shipped detector (three levels, up to 150 px), whose mask reading
 # made the committed labels (git show 1eb2051:models/head_detector_int8.tflite).
-FIRST_LAYOUT = AnchorSpec(
-    input_size=320,
-    levels=(
-        AnchorLevel(stride=8, sizes=(8.0, 13.0, 20.0)),
-        AnchorLevel(stride=16, sizes=(32.0, 52.0)),
-        AnchorLevel(stride=32, sizes=(88.0, 150.0)),
-    ),
-    aspect=0.9,
-)
+FIRST_LAYOUT = replace(ANCHOR_SPEC, levels=ANCHOR_SPEC.levels[:3])
 
 SOURCES = {
     "hardhat-heads": "datasets/hardhat-heads",
