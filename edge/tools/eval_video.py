@@ -36,7 +36,7 @@ from edge.threaded import ThreadedPipeline
 
 DEFAULT_VIDEO = DEFAULT_DATA.parents[1] / "PETS09-S2L1-vtest.avi"
 DEFAULT_GT = DEFAULT_DATA / "PETS09-S2L1" / "gt" / "gt.txt"
-STREET_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "street-camera.yaml"
+STREET_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "street-camera.yaml"
 
 
 @dataclass(slots=True)
