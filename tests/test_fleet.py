@@ -7,7 +7,12 @@ device replays the same cut of real footage (../shared, third-party; the test sk
 it) through the committed model to its own broker under its own `device:` name. A subscriber on
 the central broker must see every person event of both devices under its device's topic, each
 event_id exactly once, and each device's hourly total, equal to what the device published
-locally; the totals stay retained centrally for a subscriber that comes later.
+locally; the totals stay retained centrally for a subscriber that comes later. A second test
+kills the central broker before the replays and starts it again after them: the device brokers
+keep everything meanwhile and deliver it once the bridges are back.
+
+Every wait polls for a state (a bridge's notification, a replay's exit, messages received)
+against a deadline; nothing depends on how fast the clip is replayed.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MOSQUITTO, Message, Mosquitto, Subscriber, write_cut
+from conftest import MOSQUITTO, Message, Mosquitto, Subscriber, persistent_broker, write_cut
 
 REPO = Path(__file__).resolve().parent.parent
 BRIDGE_CONF = REPO / "configs" / "mosquitto-bridge.conf"
@@ -62,13 +67,6 @@ def bridge_config(device: str, central: Mosquitto) -> list[str]:
     assert text.count(EXAMPLE_ADDRESS) == 1 and EXAMPLE_DEVICE in text
     text = text.replace(EXAMPLE_ADDRESS, f"address {central.host}:{central.port}")
     return text.replace(EXAMPLE_DEVICE, device).splitlines()
-
-
-def device_broker(
-    mosquitto_factory: Callable[..., Mosquitto], device: str, central: Mosquitto
-) -> Mosquitto:
-    """A running device broker that bridges to the central one."""
-    return mosquitto_factory(bridge_config(device, central))
 
 
 def bridge_state(messages: list[Message], device: str) -> bytes | None:
@@ -114,31 +112,54 @@ def payloads(messages: list[Message], topic: str) -> list[dict[str, Any]]:
     return [json.loads(m.payload) for m in messages if m.topic == topic]
 
 
-def test_two_bridged_devices_arrive_centrally_once_each_under_their_own_topics(
-    three_people: Path,
+def connected_fleet(
+    central: Mosquitto,
     mosquitto_factory: Callable[..., Mosquitto],
     subscribe: Callable[..., Subscriber],
-    replays: list[subprocess.Popen[str]],
-    tmp_path: Path,
-) -> None:
-    central = mosquitto_factory()
-    hub = subscribe(central.host, central.port, "maskwatch/#")
-    bridges = subscribe(central.host, central.port, "$SYS/broker/connection/+/state")
-    brokers = {device: device_broker(mosquitto_factory, device, central) for device in DEVICES}
-    bridges.wait_for(
+    restart_timeout: str | None = None,
+) -> dict[str, Mosquitto]:
+    """The device brokers, once both bridges say (centrally) that they are connected.
+
+    restart_timeout: replaces the shipped file's value (a test's faster retry)."""
+    states = subscribe(central.host, central.port, "$SYS/broker/connection/+/state")
+    brokers = {}
+    for device in DEVICES:
+        lines = bridge_config(device, central)
+        if restart_timeout is not None:
+            (at,) = [i for i, line in enumerate(lines) if line.startswith("restart_timeout ")]
+            lines[at] = f"restart_timeout {restart_timeout}"
+        brokers[device] = mosquitto_factory(lines)
+    states.wait_for(
         lambda ms: all(bridge_state(ms, d) == b"1" for d in DEVICES), DEADLINE_S,
         "both bridges connected",
     )
-    local = {d: subscribe(b.host, b.port, f"maskwatch/{d}/#") for d, b in brokers.items()}
+    return brokers
+
+
+def replay_on_each(
+    clip: Path, brokers: dict[str, Mosquitto], replays: list[subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """Replay clip on every device at once, each to its own broker; each must exit 0 (its
+    broker acknowledged every event and the hourly total)."""
     for device, broker in brokers.items():
-        replays.append(start_replay(three_people, device, broker, tmp_path / device))
+        replays.append(start_replay(clip, device, broker, tmp_path / device))
     for proc in replays:
         _, stderr = proc.communicate(timeout=600)
         assert proc.returncode == 0, stderr[-2000:]
 
+
+def assert_arrived_once(
+    hub: Subscriber, local: dict[str, Subscriber], *, reconnected: bool = False
+) -> list[set[str]]:
+    """Every device's person events reached the hub under its own device topic, each
+    event_id once and as published, and its hourly total equal to the local one; nothing
+    arrived outside the device trees. Returns each device's event ids.
+
+    reconnected: the bridges reconnected after the total was published. A mosquitto bridge
+    then forwards the retained messages of its topics again (the total among them), so the
+    total may arrive more than once, always the same."""
     for device in DEVICES:
         person, hourly = f"maskwatch/{device}/person", f"maskwatch/{device}/totals/hourly"
-        # The replay exited 0: its own broker acknowledged everything, the total included.
         mine = payloads(local[device].messages, person)
         (local_hourly,) = payloads(local[device].messages, hourly)
         assert len(mine) == local_hourly["people"] >= 2, (device, mine, local_hourly)
@@ -150,16 +171,22 @@ def test_two_bridged_devices_arrive_centrally_once_each_under_their_own_topics(
             DEADLINE_S, f"{device}'s events and hourly total centrally",
         )
         assert payloads(central_messages, person) == mine, "each event once, as published"
-        assert payloads(central_messages, hourly) == [local_hourly]
-
-    # Nothing arrived outside the two device trees, and the trees hold different events.
+        totals = payloads(central_messages, hourly)
+        if reconnected:
+            assert totals and all(t == local_hourly for t in totals), totals
+        else:
+            assert totals == [local_hourly]
     assert {m.topic.split("/")[1] for m in hub.messages} == set(DEVICES)
     per_device = [{e["event_id"] for e in payloads(hub.messages, f"maskwatch/{d}/person")}
                   for d in DEVICES]
-    assert not per_device[0] & per_device[1]
-    assert all(n == 1 for n in Counter(i for ids in per_device for i in ids).values())
+    assert not per_device[0] & per_device[1], "the devices' events are told apart"
+    return per_device
 
-    # The totals stay retained centrally: a subscriber that comes later still finds them.
+
+def assert_totals_retained(
+    central: Mosquitto, subscribe: Callable[..., Subscriber], local: dict[str, Subscriber]
+) -> None:
+    """A subscriber that comes to the central broker later still finds both hourly totals."""
     late = subscribe(central.host, central.port, "maskwatch/+/totals/hourly")
     retained = late.wait_for(lambda ms: len(ms) == len(DEVICES), DEADLINE_S, "retained totals")
     assert all(m.retain for m in retained)
@@ -168,5 +195,66 @@ def test_two_bridged_devices_arrive_centrally_once_each_under_their_own_topics(
                                                  f"maskwatch/{d}/totals/hourly")[0]
         for d in DEVICES
     }
+
+
+def report(hub: Subscriber, per_device: list[set[str]], what: str) -> str:
+    """One line of what arrived centrally, printed (pytest -s) for the README; checks once
+    more, at the end, that no person event arrived twice."""
+    received = Counter(e["event_id"] for d in DEVICES
+                       for e in payloads(hub.messages, f"maskwatch/{d}/person"))
+    assert set(received) == set().union(*per_device) and set(received.values()) == {1}
     counts = ", ".join(f"{d} {len(i)} events" for d, i in zip(DEVICES, per_device, strict=True))
-    print(f"\ncentrally: {counts}, each once; both hourly totals, retained")
+    return f"\n{what}: {counts}, each once; both hourly totals, retained"
+
+
+def test_two_bridged_devices_arrive_centrally_once_each_under_their_own_topics(
+    three_people: Path,
+    mosquitto_factory: Callable[..., Mosquitto],
+    subscribe: Callable[..., Subscriber],
+    replays: list[subprocess.Popen[str]],
+    tmp_path: Path,
+) -> None:
+    central = mosquitto_factory()
+    hub = subscribe(central.host, central.port, "maskwatch/#")
+    brokers = connected_fleet(central, mosquitto_factory, subscribe)
+    local = {d: subscribe(b.host, b.port, f"maskwatch/{d}/#") for d, b in brokers.items()}
+    replay_on_each(three_people, brokers, replays, tmp_path)
+    per_device = assert_arrived_once(hub, local)
+    assert_totals_retained(central, subscribe, local)
+    print(report(hub, per_device, "bridged"))
+
+
+def test_devices_queue_while_the_central_broker_is_down_and_deliver_once_after(
+    three_people: Path,
+    mosquitto_factory: Callable[..., Mosquitto],
+    subscribe: Callable[..., Subscriber],
+    replays: list[subprocess.Popen[str]],
+    tmp_path: Path,
+) -> None:
+    """The central broker dies (SIGKILL) once both bridges are connected and stays down for
+    both replays; each device broker keeps what its device publishes. Once the central broker
+    is back (on the same port, its sessions restored from its persistence file), the bridges
+    reconnect and deliver everything, each event once."""
+    central, saved = persistent_broker(mosquitto_factory, tmp_path / "central-db")
+    hub = subscribe(central.host, central.port, "maskwatch/#", session_file=saved)
+    # The shipped 2..60 s backoff would let the test wait up to a minute for a reconnect.
+    brokers = connected_fleet(central, mosquitto_factory, subscribe, restart_timeout="1")
+    local = {d: subscribe(b.host, b.port, f"maskwatch/{d}/#") for d, b in brokers.items()}
+    bridge_states = {d: subscribe(b.host, b.port, f"$SYS/broker/connection/maskwatch-{d}/state")
+                     for d, b in brokers.items()}
+    central.stop()
+    for device, states in bridge_states.items():
+        states.wait_for(lambda ms, d=device: bridge_state(ms, d) == b"0",  # type: ignore[misc]
+                        DEADLINE_S, f"{device}'s bridge down")
+    replay_on_each(three_people, brokers, replays, tmp_path)
+    assert not any(m.topic.startswith("maskwatch/") for m in hub.messages)
+
+    central.start()
+    for device, states in bridge_states.items():
+        states.wait_for(lambda ms, d=device: bridge_state(ms, d) == b"1",  # type: ignore[misc]
+                        DEADLINE_S, f"{device}'s bridge back")
+    per_device = assert_arrived_once(hub, local, reconnected=True)
+    assert_totals_retained(central, subscribe, local)
+    copies = [len(hub.on(f"maskwatch/{d}/totals/hourly")) for d in DEVICES]
+    print(report(hub, per_device, "queued on the devices while the centre was down, then bridged")
+          + f" (the totals arrived {' and '.join(map(str, copies))} times)")
