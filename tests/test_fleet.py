@@ -117,8 +117,9 @@ def connected_fleet(
     mosquitto_factory: Callable[..., Mosquitto],
     subscribe: Callable[..., Subscriber],
     restart_timeout: str | None = None,
-) -> dict[str, Mosquitto]:
-    """The device brokers, once both bridges say (centrally) that they are connected.
+) -> tuple[dict[str, Mosquitto], Subscriber]:
+    """The device brokers, once both bridges say (centrally) that they are connected, and
+    the central subscriber to the bridges' notifications.
 
     restart_timeout: replaces the shipped file's value (a test's faster retry)."""
     states = subscribe(central.host, central.port, "$SYS/broker/connection/+/state")
@@ -133,7 +134,7 @@ def connected_fleet(
         lambda ms: all(bridge_state(ms, d) == b"1" for d in DEVICES), DEADLINE_S,
         "both bridges connected",
     )
-    return brokers
+    return brokers, states
 
 
 def replay_on_each(
@@ -216,12 +217,19 @@ def test_two_bridged_devices_arrive_centrally_once_each_under_their_own_topics(
 ) -> None:
     central = mosquitto_factory()
     hub = subscribe(central.host, central.port, "maskwatch/#")
-    brokers = connected_fleet(central, mosquitto_factory, subscribe)
+    brokers, states = connected_fleet(central, mosquitto_factory, subscribe)
     local = {d: subscribe(b.host, b.port, f"maskwatch/{d}/#") for d, b in brokers.items()}
     replay_on_each(three_people, brokers, replays, tmp_path)
     per_device = assert_arrived_once(hub, local)
     assert_totals_retained(central, subscribe, local)
     print(report(hub, per_device, "bridged"))
+
+    # A device that drops off the network: the central broker publishes its bridge's last
+    # will, state 0 (the device's own availability topic cannot change when the link is gone).
+    gone, stays = DEVICES
+    brokers[gone].stop()
+    states.wait_for(lambda ms: bridge_state(ms, gone) == b"0", DEADLINE_S, f"{gone}'s bridge 0")
+    assert bridge_state(states.messages, stays) == b"1"
 
 
 def test_devices_queue_while_the_central_broker_is_down_and_deliver_once_after(
@@ -238,7 +246,7 @@ def test_devices_queue_while_the_central_broker_is_down_and_deliver_once_after(
     central, saved = persistent_broker(mosquitto_factory, tmp_path / "central-db")
     hub = subscribe(central.host, central.port, "maskwatch/#", session_file=saved)
     # The shipped 2..60 s backoff would let the test wait up to a minute for a reconnect.
-    brokers = connected_fleet(central, mosquitto_factory, subscribe, restart_timeout="1")
+    brokers, _ = connected_fleet(central, mosquitto_factory, subscribe, restart_timeout="1")
     local = {d: subscribe(b.host, b.port, f"maskwatch/{d}/#") for d, b in brokers.items()}
     bridge_states = {d: subscribe(b.host, b.port, f"$SYS/broker/connection/maskwatch-{d}/state")
                      for d, b in brokers.items()}
