@@ -402,9 +402,18 @@ class Tracker:
             rows = np.concatenate([rows, r])
             cols = np.concatenate([cols, c])
             free_rows[r] = False
-        free_rows &= self._matched
+        # A confirmed person missed on a frame or two keeps this second chance: a stopped
+        # person whose scores hover near the detector's threshold would otherwise be lost
+        # at the first frame below it.
+        free_rows &= self._matched | np.fromiter(
+            (t.confirmed for t in self._tracks), dtype=bool, count=n
+        )
         if free_rows.any() and weak.any():
-            weak_cost = np.where(iou >= cfg.low_iou_threshold, 1.0 - iou, _FORBIDDEN)
+            # Against the prediction or the last detection, whichever overlaps more: a person
+            # who stops while unseen stays where the last box was, while the prediction
+            # walks on.
+            overlap = np.maximum(iou, iou_matrix(self._last_box, boxes))
+            weak_cost = np.where(overlap >= cfg.low_iou_threshold, 1.0 - overlap, _FORBIDDEN)
             r, c = self._assign(weak_cost, free_rows, weak)
             rows = np.concatenate([rows, r])
             cols = np.concatenate([cols, c])

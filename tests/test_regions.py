@@ -182,7 +182,7 @@ def test_the_real_model_finds_the_same_head_in_every_cell() -> None:
     assert len(found) == 4
     boxes = [max(cell, key=lambda d: d.score).box for cell in found]
     for box in boxes:
-        assert box == pytest.approx(boxes[0], abs=2)  # the cells see different borders
+        assert box == pytest.approx(boxes[0], abs=3)  # cells see different borders
         assert abs((box[0] + box[2]) / 2 - (head[0] + head[2]) / 2) < 8
         assert abs((box[1] + box[3]) / 2 - (head[1] + head[3]) / 2) < 8
 
