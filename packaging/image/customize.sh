@@ -39,6 +39,9 @@ sed -i -e 's/^#\?ROOTPART=.*/ROOTPART=LABEL=RASPIROOT/' \
 rm "$ROOT/usr/sbin/update-initramfs"  # build_image.py's stub
 chroot "$ROOT" dpkg-divert --quiet --local --rename --divert /usr/sbin/update-initramfs.real \
     --remove /usr/sbin/update-initramfs
+# The initramfs checks the root file system before mounting it (fsck.repair=yes in cmdline.txt
+# answers yes after a power cut): its fsck hook cannot find the root's type in a chroot.
+printf 'FSTYPE=ext4\n' >"$ROOT/etc/initramfs-tools/conf.d/maskwatch-image-fsck"
 # One initramfs (MODULES=most: it must find an SD card, a USB disk or a virtio disk); its
 # post-update hook has raspi-firmware copy kernel, initrd and device trees to /boot/firmware
 # and write config.txt and cmdline.txt.
