@@ -193,3 +193,23 @@ def test_first_boot_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
                           text=True, env=dict(os.environ, SYSTEMD_LOG_LEVEL="warning"))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "maskwatch-firstboot.service" not in done.stderr, done.stderr
+
+
+def test_first_boot_takes_raspberry_pi_imager_customisation_back_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boot, root = scratch_root(tmp_path)
+    ours = "console=ttyS1,115200 console=tty0 root=LABEL=RASPIROOT rw fsck.repair=yes rootwait\n"
+    # What Imager appends when its OS customisation is chosen for a custom image.
+    imager = (ours.strip() + " systemd.run=/boot/firstrun.sh systemd.run_success_action=reboot"
+              " systemd.unit=kernel-command-line.target\n")  # fmt: skip
+    (boot / "cmdline.txt").write_text(imager)
+    (boot / "firstrun.sh").write_text("#!/bin/bash\necho 'pi:$6$hash' | chpasswd -e\n")
+    assert FirstBoot(boot, root).run() == 0
+    assert (boot / "cmdline.txt").read_text() == ours
+    assert not (boot / "firstrun.sh").exists()
+    assert "OS customisation is for Raspberry Pi OS and was not applied" in capsys.readouterr().out
+    # Without Imager's changes nothing is touched.
+    assert FirstBoot(boot, root).run() == 0
+    assert (boot / "cmdline.txt").read_text() == ours
+    assert capsys.readouterr().out == ""

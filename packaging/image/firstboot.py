@@ -12,6 +12,12 @@ maskwatch-firstboot.service early at every boot (before the network and SSH). It
     authorized_keys     SSH public keys for that user, or for root when there is no user
     wpa_supplicant.conf Wi-Fi networks for wlan0 (wpa_supplicant's own format)
 
+Raspberry Pi Imager's "OS customisation" is made for Raspberry Pi OS: it writes firstrun.sh and
+boots once into systemd.run=/boot/firstrun.sh with systemd.unit=kernel-command-line.target,
+which here would leave the device without its services. Those arguments are taken out of
+cmdline.txt again, firstrun.sh (it holds a password hash and the Wi-Fi key) is deleted, the
+journal says to use the files below instead, and a boot started that way is rebooted.
+
 Each file is deleted once applied, so a password hash or Wi-Fi key does not stay on the
 card's open partition; dropping a file there again later applies it at the next boot.
 maskwatch.yaml is left alone: the service reads it there at every start.
@@ -41,6 +47,8 @@ MIN_GROWTH_SECTORS = 16 * 1024 * 1024 // SECTOR
 HOSTNAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 USER_GROUPS = ("sudo", "video", "adm", "systemd-journal", "plugdev")
+# What Raspberry Pi Imager appends to cmdline.txt to run its firstrun.sh once.
+IMAGER_ARGS = re.compile(r"\s+systemd\.(run|run_success_action|run_failure_action|unit)=\S+")
 
 
 class SetupError(ValueError):
@@ -163,6 +171,11 @@ def parse_authorized_keys(text: str, name: str = "authorized_keys") -> list[str]
     return keys
 
 
+def strip_imager_args(cmdline: str) -> str:
+    """cmdline.txt without the systemd.run / systemd.unit arguments Imager adds."""
+    return IMAGER_ARGS.sub("", " " + cmdline.strip()).strip() + "\n"
+
+
 class FirstBoot:
     """Applies the set-up files of `boot` to the system under `root` ("/" on the device)."""
 
@@ -178,8 +191,8 @@ class FirstBoot:
     def run(self, argv: list[str] | None = None) -> int:
         """Apply every step; a bad file is reported and skipped, the others still apply."""
         status = 0
-        steps = (self.set_hostname, self.set_user, self.set_keys, self.set_wifi,
-                 self.ssh_host_keys, self.grow_root)  # fmt: skip
+        steps = (self.undo_imager, self.set_hostname, self.set_user, self.set_keys,
+                 self.set_wifi, self.ssh_host_keys, self.grow_root)  # fmt: skip
         for step in steps:
             try:
                 step()
@@ -202,6 +215,23 @@ class FirstBoot:
 
     def _run(self, *cmd: str, stdin: str | None = None) -> None:
         subprocess.run(list(cmd), check=True, input=stdin, text=True)
+
+    def undo_imager(self) -> None:
+        """Take Imager's Raspberry Pi OS customisation back out (see the module docstring)."""
+        cmdline = self.boot / "cmdline.txt"
+        text = cmdline.read_text() if cmdline.is_file() else ""
+        stripped = strip_imager_args(text) if IMAGER_ARGS.search(" " + text) else text
+        firstrun = self.boot / "firstrun.sh"
+        if stripped == text and not firstrun.exists():
+            return
+        cmdline.write_text(stripped)
+        firstrun.unlink(missing_ok=True)
+        self.log("Raspberry Pi Imager's OS customisation is for Raspberry Pi OS and was not "
+                 f"applied; put the set-up files on the boot partition instead (see "
+                 f"{self.boot / 'maskwatch-setup.txt'})")  # fmt: skip
+        if self.root == Path("/") and IMAGER_ARGS.search(" " + Path("/proc/cmdline").read_text()):
+            self.log("rebooting into the normal boot")
+            self._run("systemctl", "--no-block", "reboot")
 
     def set_hostname(self) -> None:
         """hostname -> /etc/hostname, /etc/hosts and the running kernel."""
