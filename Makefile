@@ -148,7 +148,7 @@ image-deps:
 	  && command -v sfdisk >/dev/null && command -v ssh >/dev/null \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends \
 	    mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk xz-utils \
-	    qemu-system-arm ipxe-qemu openssh-client openssl; }
+	    qemu-system-arm openssh-client openssl; }
 
 image: setup image-deps
 	$(SUDO) $(BIN)/python packaging/image/build_image.py --out dist --work build/image

@@ -94,6 +94,8 @@ def ensure_arm64_binfmt() -> None:
     The F (fix binary) flag of Debian's qemu-user-static registration makes it work inside
     the chroot too, where the interpreter's path does not exist.
     """
+    if os.uname().machine == "aarch64":
+        return  # an arm64 build machine runs them natively
     if not (BINFMT / "status").exists():
         run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])
     if not (BINFMT / "qemu-aarch64").exists() and shutil.which("update-binfmts"):
