@@ -64,6 +64,8 @@ DPKG_OPTS = [
     "path-exclude=/usr/share/man/*", "path-exclude=/usr/share/locale/*",
     "path-include=/usr/share/locale/locale.alias", "path-exclude=/usr/share/doc/*",
     "path-include=/usr/share/doc/*/copyright", "path-exclude=/usr/share/info/*",
+    # maskwatch's own README and model card: the unit's Documentation= points there.
+    "path-include=/usr/share/doc/maskwatch/*",
 ]  # fmt: skip
 
 
