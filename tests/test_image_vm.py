@@ -399,7 +399,7 @@ def test_power_cut_loses_no_committed_person_and_no_count(vm: Vm, broker: Mosqui
     # The initramfs replayed ext4's journal and checked the root before mounting it.
     console = vm.console.read_text(errors="replace")
     assert "fsck not present" not in console
-    assert re.search(r"/dev/vda2: (recovering journal|clean)", console), vm.tail()
+    assert re.search(r"RASPIROOT: (recovering journal|clean)", console), vm.tail()
 
 
 def test_bad_config_on_the_boot_partition_is_refused_with_file_and_line(vm: Vm) -> None:
