@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-out
 TRAIN_VENV ?= .venv-train
 
 .PHONY: setup system-deps demo test lint bench bench-tflite model edgetpu eval-model eval-tracking deb deb-all clean \
-  docs docs-image
+  docs docs-image image image-deps test-image
 
 # Debian / Raspberry Pi OS packages the project needs: a broker for the demo and the tests,
 # its clients to watch messages, venv support, debootstrap for the package test.
@@ -42,8 +42,8 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check edge tests models setup.py
-	$(BIN)/mypy edge tests models setup.py
+	$(BIN)/ruff check edge tests models packaging setup.py
+	$(BIN)/mypy edge tests models packaging setup.py
 
 # `make bench BENCH_ARGS="--json --video CLIP --detect-every 2 --motion"`; a one-hour memory soak:
 # `make bench BENCH_ARGS="--soak-hours 1"` (see BENCHMARKS.md).
@@ -138,6 +138,25 @@ deb: setup
 deb-all: setup
 	$(BIN)/python packaging/build_deb.py --arch amd64 --out dist
 	$(BIN)/python packaging/build_deb.py --arch arm64 --out dist
+
+# Raspberry Pi SD-card image: dist/maskwatch-<version>-rpi-arm64.img.xz (Debian bookworm arm64,
+# the arm64 .deb installed; packaging/image/build_image.py). Root, Debian's packages only; the
+# uncompressed image stays in build/image for `make test-image`.
+image-deps:
+	@command -v mmdebstrap >/dev/null && command -v mcopy >/dev/null && command -v mkfs.vfat >/dev/null \
+	  && [ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P ] && command -v qemu-system-aarch64 >/dev/null \
+	  && command -v sfdisk >/dev/null && command -v ssh >/dev/null \
+	  || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    mmdebstrap qemu-user-static binfmt-support arch-test dosfstools mtools fdisk xz-utils \
+	    qemu-system-arm openssh-client openssl; }
+
+image: setup image-deps
+	$(SUDO) $(BIN)/python packaging/image/build_image.py --out dist --work build/image
+
+# Boots the image in qemu-system-aarch64 (TCG) against a real broker (tests/test_image_vm.py).
+test-image: image
+	MASKWATCH_IMAGE=$$(ls -t build/image/maskwatch-*-rpi-arm64.img | head -1) \
+	  $(BIN)/python -m pytest -q -s tests/test_image_vm.py
 
 clean:
 	rm -rf $(DEMO_DIR) build dist *.egg-info
