@@ -125,6 +125,11 @@ eval-model: setup
 # `python -m edge.tools.eval_tracking --no-peers --data OUT_DIR`.
 eval-tracking: setup
 	$(BIN)/pip install -q -e '.[eval]' && $(BIN)/pip install -q --no-deps norfair==2.3.0
+	@# A peer tracker pulls opencv-python, whose cv2 overwrites the headless one the runtime uses
+	@# (and then fails to import): take it out and put the headless files back.
+	if $(BIN)/pip show -q opencv-python 2>/dev/null; then $(BIN)/pip uninstall -q -y opencv-python && \
+	  $(BIN)/pip install -q --force-reinstall --no-deps \
+	  "opencv-python-headless==$$($(BIN)/pip show opencv-python-headless | sed -n 's/^Version: //p')"; fi
 	$(BIN)/python -m edge.tools.eval_tracking --variants clean noisy clean-noisy heads
 	$(BIN)/python -m edge.tools.eval_video --config configs/street-camera.yaml
 
