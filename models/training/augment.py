@@ -144,12 +144,21 @@ def zoom_on_head(
     labels: np.ndarray,
     size: int,
     rng: np.random.Generator,
+    prefer_label: int | None = None,
+    prefer_share: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """A size x size view that shows one labelled head large, at a random place in the view.
 
-    None when the image has no labelled head big enough to zoom on without turning to mush.
+    With probability prefer_share the head is drawn among those labelled prefer_label when the
+    image has any: backs of heads are a small share of all heads, yet large ones are what a
+    weak model reads as masks. None when the image has no labelled head big enough to zoom on
+    without turning to mush.
     """
     heads = np.flatnonzero(labels >= 0)
+    if prefer_label is not None and rng.random() < prefer_share:
+        preferred = np.flatnonzero(labels == prefer_label)
+        if len(preferred):
+            heads = preferred
     if len(heads) == 0:
         return None
     k = int(heads[rng.integers(len(heads))])
@@ -199,13 +208,20 @@ def augment(
     rng: np.random.Generator,
     ignore: int,
     zoom_share: float = 0.0,
+    zoom_prefer: tuple[int, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One random training view of a sample, size x size RGB uint8 with its boxes.
 
-    A zoom_share of the views zoom onto one labelled head (zoom_on_head) where one is big
-    enough; the rest scale the whole image around its letterbox fit.
+    A zoom_share of the views zoom onto one labelled head (zoom_on_head; zoom_prefer is its
+    (label, share) preference) where one is big enough; the rest scale the whole image around
+    its letterbox fit.
     """
-    zoomed = zoom_on_head(image, boxes, labels, size, rng) if rng.random() < zoom_share else None
+    prefer_label, prefer_share = zoom_prefer if zoom_prefer is not None else (None, 0.0)
+    zoomed = (
+        zoom_on_head(image, boxes, labels, size, rng, prefer_label, prefer_share)
+        if rng.random() < zoom_share
+        else None
+    )
     img, b = zoomed if zoomed is not None else place_on_canvas(image, boxes, size, rng)
     if rng.random() < 0.5:
         img, b = flip(img, b)

@@ -166,11 +166,13 @@ def batches(
     bank: list[HeadCrop] | None = None,
     paste_share: float = 0.0,
     zoom_share: float = 0.0,
+    zoom_backs: float = 0.0,
 ) -> queue.Queue[tuple[np.ndarray, ...] | None]:
     """Produce augmented, encoded batches on a background thread (OpenCV releases the GIL).
 
     A mosaic_share of the batch items are 2x2 mosaics of four samples (see mosaic()); a
-    zoom_share of the others zoom onto one head (augment.zoom_on_head).
+    zoom_share of the others zoom onto one head (augment.zoom_on_head), a back of a head
+    (face_not_visible) in a zoom_backs share of them where the sample has one.
     """
     out: queue.Queue[tuple[np.ndarray, ...] | None] = queue.Queue(maxsize=4)
 
@@ -198,7 +200,14 @@ def batches(
                     continue
                 s = take()
                 img, b, lab = augment(
-                    s.load_rgb(), s.boxes, s.labels, layout.size, rng, IGNORE, zoom_share
+                    s.load_rgb(),
+                    s.boxes,
+                    s.labels,
+                    layout.size,
+                    rng,
+                    IGNORE,
+                    zoom_share,
+                    (FACE_NOT_VISIBLE, zoom_backs),
                 )
                 items.append(
                     (img, *encode_targets(layout, b, lab, s.background_classes, s.absent_classes))
@@ -319,6 +328,13 @@ def main() -> None:
         type=float,
         default=0.0,
         help="share of plain views that zoom onto one head (60-300 px in the input)",
+    )
+    ap.add_argument(
+        "--zoom-backs",
+        type=float,
+        default=0.0,
+        help="share of zoomed views that pick a back of a head (face_not_visible) where the "
+        "image has one, so large backs of heads are taught as heads without a mask",
     )
     ap.add_argument(
         "--init-tflite",
@@ -463,6 +479,7 @@ def main() -> None:
             bank,
             args.paste_heads,
             args.zoom,
+            args.zoom_backs,
         )
         losses = []
         for k in range(steps_per_epoch):
