@@ -5,6 +5,10 @@ A look votes +1 (mask) when its mask probability with / (with + without) is abov
 behind (`face_not_visible`), too small, or outside the counting zone keep the track alive but
 never vote. With at least `min_votes` votes the sign of the sum decides; a tie or too few votes
 is `undecided`.
+
+A confirmed track whose head never moved (by `min_travel` head heights, or toward or away from
+the camera) is taken for an object that looks like a head (a bollard,
+a poster, a lamp) and is not counted: people passing a camera move.
 """
 
 from __future__ import annotations
@@ -29,6 +33,38 @@ class Ballot:
     votes_mask: int = 0
     votes_no_mask: int = 0
     looks: int = 0
+    # Where the head was first seen and how far it has gone since, for the stillness test.
+    first_x: float = 0.0
+    first_y: float = 0.0
+    max_shift: float = 0.0
+    min_height: float = float("inf")
+    max_height: float = 0.0
+    sum_height: float = 0.0
+
+    def follow(self, box: tuple[float, float, float, float]) -> None:
+        """Record one matched head box (before the vote: heads that cannot vote move too)."""
+        x, y, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(box[3] - box[1], 1e-3)
+        if self.looks == 0:
+            self.first_x, self.first_y = x, y
+        self.looks += 1
+        self.max_shift = max(self.max_shift, float(np.hypot(x - self.first_x, y - self.first_y)))
+        self.min_height = min(self.min_height, h)
+        self.max_height = max(self.max_height, h)
+        self.sum_height += h
+
+    def moved(self, min_travel: float) -> bool:
+        """Whether the head travelled min_travel mean head heights, or its height changed by a
+        factor 1 + 2 x min_travel (a person walking straight at the camera hardly shifts but
+        grows; twice the share because box heights of a still thing jitter by a third)."""
+        if min_travel <= 0:
+            return True
+        if self.looks == 0:
+            return False
+        mean_height = self.sum_height / self.looks
+        return (
+            self.max_shift >= min_travel * mean_height
+            or self.max_height >= (1 + 2 * min_travel) * self.min_height
+        )
 
     @property
     def balance(self) -> int:
@@ -107,7 +143,7 @@ class Decider:
         ballot = self.ballots.get(track_id)
         if ballot is None:
             ballot = self.ballots[track_id] = Ballot()
-        ballot.looks += 1
+        ballot.follow(detection.box)
         vote = vote_of(detection, self.config)
         if vote == 0:
             return
@@ -124,9 +160,10 @@ class Decider:
     def end(
         self, track_id: int, confirmed: bool, first_seen: datetime, last_seen: datetime
     ) -> PersonEvent | None:
-        """Free the track's ballot; a confirmed track becomes one person event."""
+        """Free the track's ballot; a confirmed track whose head moved becomes one person
+        event."""
         ballot = self.ballots.pop(track_id, None) or Ballot()
-        if not confirmed:
+        if not confirmed or not ballot.moved(self.config.min_travel):
             return None
         return PersonEvent(
             event_id=uuid.uuid4().hex,

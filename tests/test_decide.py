@@ -24,8 +24,9 @@ def look(with_mask: float, without: float, hidden: float = 0.0, box=CENTRE) -> D
 
 
 def decide(looks: list[Detection], config: DecideConfig | None = None, zone=None):
-    """Feed looks to one track and end it."""
-    decider = Decider(config or DecideConfig(), "cam", zone or ZoneConfig())
+    """Feed looks to one track and end it (the stillness test off: these heads stand still)."""
+    config = (config or DecideConfig()).model_copy(update={"min_travel": 0.0})
+    decider = Decider(config, "cam", zone or ZoneConfig())
     for d in looks:
         decider.look(7, d, W, H)
     return decider.end(7, True, T0, T0)
@@ -99,13 +100,45 @@ def test_polygon_zone() -> None:
 
 
 def test_unconfirmed_track_is_no_person_and_state_is_freed() -> None:
-    decider = Decider(DecideConfig(), "cam", ZoneConfig())
+    decider = Decider(DecideConfig(min_travel=0), "cam", ZoneConfig())
     decider.look(1, look(0.95, 0.02), W, H)
     decider.look(2, look(0.95, 0.02), W, H)
     assert decider.end(1, False, T0, T0) is None
     event = decider.end(2, True, T0, T0)
     assert event is not None and event.event_id
     assert decider.ballots == {}
+
+
+def shifted(dx: float, dy: float = 0.0, grow: float = 1.0) -> tuple[float, ...]:
+    """The centre head box moved by (dx, dy) px and scaled by grow about its centre."""
+    half = 20.0 * grow
+    return (500.0 + dx - half, 250.0 + dy - half, 500.0 + dx + half, 250.0 + dy + half)
+
+
+def end_after(boxes: list[tuple[float, ...]], config: DecideConfig | None = None):
+    """One confirmed track seen at these head boxes, ended with the default stillness test."""
+    decider = Decider(config or DecideConfig(), "cam", ZoneConfig())
+    for box in boxes:
+        decider.look(3, look(0.02, 0.95, box=box), W, H)
+    return decider.end(3, True, T0, T0)
+
+
+def test_a_head_that_never_moves_is_not_counted() -> None:
+    # A bollard read as a head: jitter of a few px around one place for 40 frames.
+    steps = [(0, 0, 1.0), (3, -2, 0.8), (-4, 1, 1.2), (2, 5, 0.9), (-1, -3, 1.1)] * 8
+    jitter = [shifted(dx, dy, grow) for dx, dy, grow in steps]  # heights 32-48 px
+    assert end_after(jitter) is None
+    assert end_after(jitter, DecideConfig(min_travel=0)) is not None
+
+
+def test_a_head_that_walks_across_or_toward_the_camera_is_counted() -> None:
+    across = [shifted(dx) for dx in range(0, 24, 3)]  # 21 px: over half a 40 px head
+    toward = [shifted(0, 0, 1 + i / 5) for i in range(6)]  # grows 2x, centre still
+    short = [shifted(dx) for dx in range(0, 18, 3)]  # 15 px: under half a head
+    assert end_after(across).decision == "no_mask"
+    assert end_after(toward) is not None
+    assert end_after(short) is None
+    assert end_after(short, DecideConfig(min_travel=0.3)) is not None
 
 
 def test_labels_order() -> None:
