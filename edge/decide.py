@@ -6,9 +6,9 @@ behind (`face_not_visible`), too small, or outside the counting zone keep the tr
 never vote. With at least `min_votes` votes the sign of the sum decides; a tie or too few votes
 is `undecided`.
 
-A confirmed track whose head never moved (by `min_travel` head heights, or toward or away from
-the camera) is taken for an object that looks like a head (a bollard,
-a poster, a lamp) and is not counted: people passing a camera move.
+With `min_travel` set, a confirmed track whose head never moved (by that many head heights, or
+toward or away from the camera) is taken for an object that looks like a head (a bollard, a
+poster, a lamp) and is not counted: people passing a street camera move.
 """
 
 from __future__ import annotations

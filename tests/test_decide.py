@@ -116,8 +116,9 @@ def shifted(dx: float, dy: float = 0.0, grow: float = 1.0) -> tuple[float, ...]:
 
 
 def end_after(boxes: list[tuple[float, ...]], config: DecideConfig | None = None):
-    """One confirmed track seen at these head boxes, ended with the default stillness test."""
-    decider = Decider(config or DecideConfig(), "cam", ZoneConfig())
+    """One confirmed track seen at these head boxes, ended with the street config's stillness
+    test (min_travel 0.5)."""
+    decider = Decider(config or DecideConfig(min_travel=0.5), "cam", ZoneConfig())
     for box in boxes:
         decider.look(3, look(0.02, 0.95, box=box), W, H)
     return decider.end(3, True, T0, T0)
@@ -128,7 +129,7 @@ def test_a_head_that_never_moves_is_not_counted() -> None:
     steps = [(0, 0, 1.0), (3, -2, 0.8), (-4, 1, 1.2), (2, 5, 0.9), (-1, -3, 1.1)] * 8
     jitter = [shifted(dx, dy, grow) for dx, dy, grow in steps]  # heights 32-48 px
     assert end_after(jitter) is None
-    assert end_after(jitter, DecideConfig(min_travel=0)) is not None
+    assert end_after(jitter, DecideConfig()) is not None  # off by default
 
 
 def test_a_head_that_walks_across_or_toward_the_camera_is_counted() -> None:
