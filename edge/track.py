@@ -6,8 +6,11 @@ left over are then matched by centre distance, within a radius measured in box h
 grows with the time a track has been unseen and with its own speed, so a person missed by the
 detector or hidden for a while (up to max_age_s) keeps their identity instead of being
 counted twice. Weak detections may only extend a track seen on the previous detection frame
-(ByteTrack), and a detection lying mostly inside a live track's box starts no new track, so a
-double detection of one person is not a second person. When the frame's size is known, a
+(ByteTrack). A detection lying mostly inside a live track's box starts a hidden track: it
+takes only detections the other tracks leave, and it is not confirmed while it still lies
+mostly inside an older track, so a double detection of one person is not a second person, while
+someone who appears behind or in front of another person keeps their own detections (and
+identity) from the first one on and is counted once they part. When the frame's size is known, a
 track missed on the last detection frame whose predicted box has wholly left the frame ends:
 that person walked out, and whoever walks in where they left gets an identity of their own.
 New tracks are tentative until min_hits detections; one that ends tentative is never a
@@ -182,6 +185,10 @@ class Tracker:
         self._state = np.zeros((0, _STATE))
         # Whether the row was matched on the last detection frame (ByteTrack's "tracked").
         self._matched = np.zeros(0, dtype=bool)
+        # Whether the row is a hidden track: tentative, born mostly inside a live track's box
+        # (birth_overlap). It takes only the detections the other tracks leave by overlap, and
+        # it is confirmed only once clear of every older track.
+        self._hidden = np.zeros(0, dtype=bool)
         # Time and box of each row's last matched detection.
         self._last_seen = np.zeros(0)
         self._last_box = np.zeros((0, 4))
@@ -233,7 +240,8 @@ class Tracker:
                     det_of_row[r] = detections[c]
         # Bookkeeping of matched tracks; unmatched ones lose their size velocity so a lost box
         # neither balloons nor collapses while it is predicted.
-        for track, det in zip(self._tracks, det_of_row, strict=True):
+        due: list[int] = []
+        for row, (track, det) in enumerate(zip(self._tracks, det_of_row, strict=True)):
             track.detection = det
             if det is not None:
                 track.hits += 1
@@ -243,17 +251,20 @@ class Tracker:
                     and track.hits >= cfg.min_hits
                     and timestamp - track.first_seen >= cfg.min_track_s
                 ):
-                    track.confirmed = True
+                    due.append(row)
+        if due:
+            self._confirm(np.array(due))
         if n and not matched.all():
             self._state[~matched, 6:8] = 0.0
         self._matched = matched
         ended = exited + self._end_stale(timestamp)
-        born = ~det_taken & high
-        if born.any() and self._tracks and cfg.birth_overlap < 1:
-            born &= self._clear_of_tracks(boxes)
-        births = np.flatnonzero(born)
+        births = np.flatnonzero(~det_taken & high)
         if len(births):
-            self._start(boxes[births], [detections[i] for i in births.tolist()], timestamp)
+            hidden = np.zeros(len(births), dtype=bool)
+            if self._tracks and cfg.birth_overlap < 1:
+                hidden = self._inside(boxes[births], self._boxes()).max(axis=1)
+                hidden = hidden >= cfg.birth_overlap
+            self._start(boxes[births], [detections[i] for i in births.tolist()], timestamp, hidden)
         return TrackUpdate(self._heads(), ended)
 
     def predict(self, timestamp: float) -> TrackUpdate:
@@ -340,8 +351,14 @@ class Tracker:
         st[:, _P00 : _P01 + 1] *= 1.0 - gain[:, :1]
         self._state[rows] = st
 
-    def _start(self, measured: np.ndarray, detections: list[Detection], timestamp: float) -> None:
-        """New tentative tracks, one per measured box."""
+    def _start(
+        self,
+        measured: np.ndarray,
+        detections: list[Detection],
+        timestamp: float,
+        hidden: np.ndarray,
+    ) -> None:
+        """New tentative tracks, one per measured box; `hidden`: born inside another track."""
         k = len(measured)
         pos = measured @ _CENTRES
         np.maximum(pos[:, 2:], _MIN_SIZE, out=pos[:, 2:])
@@ -354,13 +371,14 @@ class Tracker:
         new[:, _R] = cfg.measurement_noise**2
         self._state = np.concatenate([self._state, new])
         self._matched = np.concatenate([self._matched, np.ones(k, dtype=bool)])
+        self._hidden = np.concatenate([self._hidden, hidden])
         self._last_seen = np.concatenate([self._last_seen, np.full(k, timestamp)])
         self._last_box = np.concatenate([self._last_box, measured])
-        # With min_hits 1 the birth itself confirms the track.
+        # With min_hits 1 the birth itself confirms the track, unless it is hidden.
         confirmed = cfg.min_hits <= 1 and cfg.min_track_s <= 0
-        for det in detections:
+        for det, inside in zip(detections, hidden.tolist(), strict=True):
             track = _Track(self._next_id, timestamp, det)
-            track.confirmed = confirmed
+            track.confirmed = confirmed and not inside
             self._tracks.append(track)
             self._next_id += 1
 
@@ -380,7 +398,12 @@ class Tracker:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Matched (track row, detection index) pairs, in three stages.
 
-        1. Every track against the confident detections by IoU (cost 1 - IoU).
+        1. Every track against the confident detections by IoU (cost 1 - IoU); hidden tracks
+           (tentative, born inside another track's box) only afterwards, against the
+           confident detections the others left: a double detection may not take over its
+           host's box when the host's own box is missed, while a person hidden behind another
+           keeps their own detections, which a neighbour whose person just left would
+           otherwise take by distance.
         2. Tracks left over against confident detections left over by centre distance: a
            detection is in reach when its centre is within distance_gate box heights of the
            prediction plus the way the track itself moves while unseen (speed_gate x its
@@ -392,23 +415,30 @@ class Tracker:
         cfg = self.config
         n = len(iou)
         cost = np.where(iou >= cfg.iou_threshold, 1.0 - iou, _FORBIDDEN)
-        rows, cols = self._assign(cost, np.ones(n, dtype=bool), high)
+        hidden = self._hidden
+        rows, cols = self._assign(cost, ~hidden, high)
         free_rows = np.ones(n, dtype=bool)
         free_rows[rows] = False
         free_cols = high.copy()
         free_cols[cols] = False
+        if hidden.any() and free_cols.any():
+            r, c = self._assign(cost, hidden, free_cols)
+            rows = np.concatenate([rows, r])
+            cols = np.concatenate([cols, c])
+            free_rows[r] = False
+            free_cols[c] = False
         if free_rows.any() and free_cols.any():
             r, c = self._assign(self._distance_cost(boxes, timestamp), free_rows, free_cols)
             rows = np.concatenate([rows, r])
             cols = np.concatenate([cols, c])
             free_rows[r] = False
-        # A confirmed person missed on a frame or two keeps this second chance: a stopped
-        # person whose scores hover near the detector's threshold would otherwise be lost
-        # at the first frame below it.
-        free_rows &= self._matched | np.fromiter(
-            (t.confirmed for t in self._tracks), dtype=bool, count=n
-        )
-        if free_rows.any() and weak.any():
+        if weak.any() and free_rows.any():
+            # A confirmed person missed on a frame or two keeps this second chance: a stopped
+            # person whose scores hover near the detector's threshold would otherwise be lost
+            # at the first frame below it.
+            free_rows &= self._matched | np.fromiter(
+                (t.confirmed for t in self._tracks), dtype=bool, count=n
+            )
             # Against the prediction or the last detection, whichever overlaps more: a person
             # who stops while unseen stays where the last box was, while the prediction
             # walks on.
@@ -468,15 +498,33 @@ class Tracker:
 
     # ------------------------------------------------------------------------- lifecycle
 
-    def _clear_of_tracks(self, boxes: np.ndarray) -> np.ndarray:
-        """Per detection: whether less than birth_overlap of its area lies in a live track."""
-        a = boxes
-        b = self._boxes()
+    def _confirm(self, due: np.ndarray) -> None:
+        """Confirm the tracks of rows `due`, which have their hits, unless they are hidden.
+
+        A hidden row (born mostly inside a live track's box) stays tentative while at least
+        birth_overlap of its box lies inside the box of an older live track: a second box on
+        one person (a whole body and its upper half) moves with its host and never counts,
+        while a real person who appeared behind or in front of someone is confirmed, under the
+        identity they had all along, once they part; from then on the row is like any other.
+        """
+        hidden = due[self._hidden[due]]
+        if len(hidden):
+            boxes = self._boxes()
+            older = np.arange(len(boxes))[None, :] < hidden[:, None]
+            inside = np.where(older, self._inside(boxes[hidden], boxes), 0.0).max(axis=1)
+            self._hidden[hidden[inside < self.config.birth_overlap]] = False
+            due = due[~self._hidden[due]]
+        for row in due.tolist():
+            self._tracks[row].confirmed = True
+
+    @staticmethod
+    def _inside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Fraction of each box of `a` (x1, y1, x2, y2) that lies inside each box of `b`."""
         iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
         ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
         inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
         area = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-9)
-        return (inter / area[:, None]).max(axis=1) < self.config.birth_overlap
+        return inter / area[:, None]
 
     def _end_exits(self, frame_size: tuple[float, float]) -> list[EndedTrack]:
         """Remove tracks missed last time whose predicted box lies wholly outside the frame."""
@@ -518,6 +566,7 @@ class Tracker:
         self._tracks = [t for t, k in zip(self._tracks, keep.tolist(), strict=True) if k]
         self._state = self._state[keep]
         self._matched = self._matched[keep]
+        self._hidden = self._hidden[keep]
         self._last_seen = self._last_seen[keep]
         self._last_box = self._last_box[keep]
 

@@ -173,12 +173,52 @@ def test_weak_detection_extends_a_track_but_never_starts_one() -> None:
     assert head.detection is not None and head.detection.score == weak
 
 
-def test_detection_inside_a_live_track_starts_no_new_track() -> None:
-    tracker = Tracker(TrackerConfig(birth_overlap=0.4))
+def body(x: float, y: float = 100.0) -> Detection:
+    """A standing person's exact box, 40 x 100 pixels, top-left corner at (x, y)."""
+    return Detection((x, y, x + 40.0, y + 100.0), FACE_NOT_VISIBLE, 0.9, (0.05, 0.9, 0.05))
+
+
+def test_detection_inside_a_live_track_never_counts_while_it_stays_inside() -> None:
+    tracker = Tracker(TrackerConfig(birth_overlap=0.4, min_hits=2))
     run(tracker, [[det(100, 100)] for _ in range(5)])
-    # A second, smaller box mostly inside the first (a double detection) is not a new person.
-    update = tracker.update([det(100, 100), det(110, 110, size=25)], 0.5)
-    assert len(update.heads) == 1
+    # A second, smaller box mostly inside the first (a double detection), frame after frame,
+    # is not a second person.
+    for k in range(5, 15):
+        update = tracker.update([det(100, 100), det(110, 110, size=25)], k / FPS)
+        assert sum(h.confirmed for h in update.heads) == 1
+    # Once it is gone its tentative track ends as no person.
+    ended = run(tracker, [[det(100, 100)]], start=15)[0].ended
+    assert [e.confirmed for e in ended] == [False]
+
+
+def test_person_appearing_inside_another_is_counted_once_they_part() -> None:
+    tracker = Tracker(TrackerConfig(birth_overlap=0.4, min_hits=2))
+    run(tracker, [[det(100, 100)] for _ in range(3)])
+    first = run(tracker, [[det(100, 100), det(110, 110, size=25)]], start=3)[0]
+    (newcomer,) = [h.track_id for h in first.heads if not h.confirmed]
+    # The small box walks out of the large one: the same track, confirmed once clear of it.
+    frames = [[det(100, 100), det(110 + 10 * k, 110, size=25)] for k in range(1, 6)]
+    last = run(tracker, frames, start=4)[-1]
+    assert sorted((h.track_id, h.confirmed) for h in last.heads)[-1] == (newcomer, True)
+
+
+def test_person_appearing_behind_another_keeps_an_identity_of_their_own() -> None:
+    # Exact boxes, as the ground truth gives them. A and C stand still; B appears 40 %
+    # inside C's box and stands there; then A leaves (no more detections) while B, within
+    # distance_gate of A, is still inside C; B then walks away from C. A's track must not
+    # take over B: three people, three identities.
+    tracker = Tracker(TrackerConfig(birth_overlap=0.4, min_hits=4))
+    a, c = body(274), body(200)
+    run(tracker, [[a, c] for _ in range(6)])
+    run(tracker, [[a, body(224), c] for _ in range(3)], start=6)
+    run(tracker, [[body(224), c]], start=9)
+    updates = run(tracker, [[body(224 + 2 * k), c] for k in range(1, 20)], start=10)
+    ids = {h.track_id for u in updates for h in u.heads if h.confirmed and h.detection}
+    b_ids = {h.track_id for h in updates[-1].heads if h.detection and h.box[0] > 250}
+    assert len(ids) == 2 and len(b_ids) == 1
+    a_id = 1  # A is the first track started
+    assert a_id not in b_ids
+    assert all(h.confirmed for h in updates[-1].heads if h.detection)
 
 
 def test_finish_ends_every_track_and_frees_its_state() -> None:

@@ -163,12 +163,17 @@ class TrackerConfig(BaseModel):
         gt=0,
         le=1,
         description=(
-            "A confident detection left unmatched starts a new track only if less than this "
-            "fraction of its area lies inside a live track's box. Double detections of one "
-            "person (a whole body and its upper half, one body and a pair split apart) then "
-            "do not count as a second person; a real second person standing in front of or "
-            "behind someone is counted once they part. Lower values suppress more duplicates "
-            "and delay more real people; 1 switches the check off."
+            "A confident detection left unmatched whose area lies at least this much inside a "
+            "live track's box starts a hidden track: one that takes only the detections the "
+            "other tracks leave after matching by overlap, and that is not confirmed (never "
+            "counts as a person) while this much of its box still lies inside an older live "
+            "track's box. Double detections of one person (a whole body and its upper half, "
+            "one body and a pair split apart) move with their host and so never count as a "
+            "second person; a real second person who appears behind or in front of someone is "
+            "followed from their first detection, so nobody nearby takes their boxes over, and "
+            "counted once they part. Lower values treat more boxes as possible duplicates and "
+            "delay the count of more real people; 1 switches the check off, every new track "
+            "being an ordinary one."
         ),
     )
     measurement_noise: float = Field(
