@@ -8,7 +8,9 @@ is `undecided`.
 
 With `min_travel` set, a confirmed track whose head never moved (by that many head heights, or
 toward or away from the camera) is taken for an object that looks like a head (a bollard, a
-poster, a lamp) and is not counted: people passing a street camera move.
+poster, a lamp) and is not counted: people passing a street camera move. With
+`min_median_score` set, a track whose median detection score stayed below it is not counted
+either (Frigate's `threshold` on an object's computed score does the same).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Ballot:
     min_height: float = float("inf")
     max_height: float = 0.0
     sum_height: float = 0.0
+    # Looks scoring at least min_median_score: the median is above it when they are half.
+    strong_looks: int = 0
 
     def follow(self, box: tuple[float, float, float, float]) -> None:
         """Record one matched head box (before the vote: heads that cannot vote move too)."""
@@ -51,6 +55,10 @@ class Ballot:
         self.min_height = min(self.min_height, h)
         self.max_height = max(self.max_height, h)
         self.sum_height += h
+
+    def confident(self) -> bool:
+        """Whether at least half of the looks scored min_median_score or more."""
+        return 2 * self.strong_looks >= self.looks
 
     def moved(self, min_travel: float) -> bool:
         """Whether the head travelled min_travel mean head heights, or its height changed by a
@@ -144,6 +152,8 @@ class Decider:
         if ballot is None:
             ballot = self.ballots[track_id] = Ballot()
         ballot.follow(detection.box)
+        if detection.score >= self.config.min_median_score:
+            ballot.strong_looks += 1
         vote = vote_of(detection, self.config)
         if vote == 0:
             return
@@ -163,7 +173,7 @@ class Decider:
         """Free the track's ballot; a confirmed track whose head moved becomes one person
         event."""
         ballot = self.ballots.pop(track_id, None) or Ballot()
-        if not confirmed or not ballot.moved(self.config.min_travel):
+        if not confirmed or not ballot.moved(self.config.min_travel) or not ballot.confident():
             return None
         return PersonEvent(
             event_id=uuid.uuid4().hex,

@@ -144,3 +144,20 @@ def test_a_head_that_walks_across_or_toward_the_camera_is_counted() -> None:
 
 def test_labels_order() -> None:
     assert (FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE) == (0, 1, 2)
+
+
+def test_a_track_followed_mostly_on_weak_scores_is_not_counted() -> None:
+    boxes = [shifted(dx) for dx in range(0, 60, 3)]  # 20 looks, walking
+    config = DecideConfig(min_median_score=0.5)
+
+    def end_with(scores: list[float], cfg: DecideConfig):
+        decider = Decider(cfg, "cam", ZoneConfig())
+        for box, score in zip(boxes, scores, strict=True):
+            decider.look(4, look(0.01, score, box=box), W, H)
+        return decider.end(4, True, T0, T0)
+
+    clutter = [0.7] * 4 + [0.4] * 16  # confirmed on 4 strong looks, then weak
+    person = [0.7] * 10 + [0.4] * 10  # half of the looks strong: the median is at 0.5+
+    assert end_with(clutter, config) is None
+    assert end_with(clutter, DecideConfig()) is not None  # off by default
+    assert end_with(person, config) is not None
