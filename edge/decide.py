@@ -15,6 +15,7 @@ either (Frigate's `threshold` on an object's computed score does the same).
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,13 +46,16 @@ class Ballot:
     # Looks scoring at least min_median_score: the median is above it when they are half.
     strong_looks: int = 0
 
-    def follow(self, box: tuple[float, float, float, float]) -> None:
-        """Record one matched head box (before the vote: heads that cannot vote move too)."""
+    def follow(self, detection: Detection, min_score: float) -> None:
+        """Record one matched detection's box and score for the count filters (before the
+        vote: heads that cannot vote move, and score, too)."""
+        box = detection.box
         x, y, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(box[3] - box[1], 1e-3)
         if self.looks == 0:
             self.first_x, self.first_y = x, y
         self.looks += 1
-        self.max_shift = max(self.max_shift, float(np.hypot(x - self.first_x, y - self.first_y)))
+        self.strong_looks += int(detection.score >= min_score)
+        self.max_shift = max(self.max_shift, math.hypot(x - self.first_x, y - self.first_y))
         self.min_height = min(self.min_height, h)
         self.max_height = max(self.max_height, h)
         self.sum_height += h
@@ -63,7 +67,7 @@ class Ballot:
     def moved(self, min_travel: float) -> bool:
         """Whether the head travelled min_travel mean head heights, or its height changed by a
         factor 1 + 2 x min_travel (a person walking straight at the camera hardly shifts but
-        grows; twice the share because box heights of a still thing jitter by a third)."""
+        grows; twice the share because the box height of a still thing on PETS varied 1.5x)."""
         if min_travel <= 0:
             return True
         if self.looks == 0:
@@ -151,9 +155,7 @@ class Decider:
         ballot = self.ballots.get(track_id)
         if ballot is None:
             ballot = self.ballots[track_id] = Ballot()
-        ballot.follow(detection.box)
-        if detection.score >= self.config.min_median_score:
-            ballot.strong_looks += 1
+        ballot.follow(detection, self.config.min_median_score)
         vote = vote_of(detection, self.config)
         if vote == 0:
             return
@@ -170,8 +172,8 @@ class Decider:
     def end(
         self, track_id: int, confirmed: bool, first_seen: datetime, last_seen: datetime
     ) -> PersonEvent | None:
-        """Free the track's ballot; a confirmed track whose head moved becomes one person
-        event."""
+        """Free the track's ballot; a confirmed track that passes the count filters
+        (min_travel, min_median_score) becomes one person event."""
         ballot = self.ballots.pop(track_id, None) or Ballot()
         if not confirmed or not ballot.moved(self.config.min_travel) or not ballot.confident():
             return None

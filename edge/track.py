@@ -262,8 +262,8 @@ class Tracker:
         if len(births):
             hidden = np.zeros(len(births), dtype=bool)
             if self._tracks and cfg.birth_overlap < 1:
-                hidden = self._inside(boxes[births], self._boxes()).max(axis=1)
-                hidden = hidden >= cfg.birth_overlap
+                inside = self._inside(boxes[births], self._boxes()).max(axis=1)
+                hidden = inside >= cfg.birth_overlap
             self._start(boxes[births], [detections[i] for i in births.tolist()], timestamp, hidden)
         return TrackUpdate(self._heads(), ended)
 

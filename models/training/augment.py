@@ -144,19 +144,18 @@ def zoom_on_head(
     labels: np.ndarray,
     size: int,
     rng: np.random.Generator,
-    prefer_label: int | None = None,
-    prefer_share: float = 0.0,
+    prefer: tuple[int, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """A size x size view that shows one labelled head large, at a random place in the view.
 
-    With probability prefer_share the head is drawn among those labelled prefer_label when the
-    image has any: backs of heads are a small share of all heads, yet large ones are what a
-    weak model reads as masks. None when the image has no labelled head big enough to zoom on
-    without turning to mush.
+    prefer is (label, share): with probability share the head is drawn among those with that
+    label when the image has any: backs of heads are a small share of all heads, yet large
+    ones are what a weak model reads as masks. None when the image has no labelled head big
+    enough to zoom on without turning to mush.
     """
     heads = np.flatnonzero(labels >= 0)
-    if prefer_label is not None and rng.random() < prefer_share:
-        preferred = np.flatnonzero(labels == prefer_label)
+    if prefer is not None and rng.random() < prefer[1]:
+        preferred = np.flatnonzero(labels == prefer[0])
         if len(preferred):
             heads = preferred
     if len(heads) == 0:
@@ -216,9 +215,8 @@ def augment(
     (label, share) preference) where one is big enough; the rest scale the whole image around
     its letterbox fit.
     """
-    prefer_label, prefer_share = zoom_prefer if zoom_prefer is not None else (None, 0.0)
     zoomed = (
-        zoom_on_head(image, boxes, labels, size, rng, prefer_label, prefer_share)
+        zoom_on_head(image, boxes, labels, size, rng, zoom_prefer)
         if rng.random() < zoom_share
         else None
     )
