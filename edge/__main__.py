@@ -36,6 +36,11 @@ if TYPE_CHECKING:  # the config stack is imported lazily: `maskwatch --help` sta
 
 log = logging.getLogger("maskwatch")
 
+# `maskwatch detect` looks at still photos, where one pass at the model's 320 px loses the small
+# faces: the whole image, then 2 x 2 and 3 x 3 tiles, 14 inferences an image (see
+# models/MODEL_CARD.md for what it does to AP50 on each photo source and on close-ups).
+DETECT_SCALES = 3
+
 
 def _load(path: Path | None, overrides: dict[str, object] | None = None) -> Config:
     """The config from a file, or built-in defaults; ConfigError is reported by the caller."""
@@ -213,6 +218,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     import cv2
 
     from edge.detect import Detector, ModelError
+    from edge.tiling import detect_still
 
     config = _load_or_report(args.config)
     if config is None:
@@ -253,13 +259,16 @@ def cmd_detect(args: argparse.Namespace) -> int:
             record["error"] = problem
         else:
             assert image is not None
+            found = detect_still(
+                detector.detect, image, args.scales, detector.input_size, detector_config.nms_iou
+            )
             record["detections"] = [
                 {
                     "label": d.label_name,
                     "score": round(d.score, 4),
                     "box": [round(v, 1) for v in d.box],
                 }
-                for d in detector.detect(image)
+                for d in found[: detector_config.max_detections]  # merged best first
             ]
         print(json.dumps(record), flush=True)
     if missing:
@@ -300,6 +309,13 @@ def _seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"not a number of seconds (0 or more): {text!r}")
     return value
+
+
+def _scales(text: str) -> int:
+    """How many scales `detect` looks at for argparse: 1 to 4."""
+    if text.isdigit() and 1 <= int(text) <= 4:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"not a number of scales from 1 to 4: {text!r}")
 
 
 def _frame_number(text: str) -> int:
@@ -361,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path)
     p.add_argument("--config", type=Path)
     p.add_argument("--cpu", action="store_true", help="never use an Edge TPU")
+    p.add_argument(
+        "--scales", type=_scales, default=DETECT_SCALES, metavar="N",
+        help="detect on the whole image, then on grids of 2 x 2 up to N x N overlapping tiles "
+        "that keep only faces under 64 px in the model's input, so small faces are found too "
+        f"(default {DETECT_SCALES}: 14 inferences an image); 1 for one whole-image pass",
+    )
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("track", help="track MOTChallenge detections, print MOT rows")

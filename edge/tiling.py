@@ -62,6 +62,54 @@ def _inside(box: tuple[float, ...], window: Window) -> bool:
     )
 
 
+# Still photos (`maskwatch detect`): neighbouring tiles share a quarter of their side, and a tile
+# keeps only faces under TILE_FACE_MAX_PX in the model's input. A tile magnifies: a face that
+# large there is one the coarser passes see well, and what a tile adds at that size is mostly
+# pieces of a close-up face (an eye, an ear) read as faces.
+STILL_OVERLAP = 0.25
+TILE_FACE_MAX_PX = 64.0
+
+
+def still_windows(width: int, height: int, scales: int) -> list[list[Window]]:
+    """The windows of each scale: the whole image, then 2 x 2, ..., scales x scales tiles.
+
+    A still photo has faces of every size: the whole-image pass finds the large ones, each
+    finer grid gives the small ones n times more model pixels.
+    """
+    return [[(0, 0, width, height)]] + [
+        tile_windows(width, height, n, n, STILL_OVERLAP) for n in range(2, scales + 1)
+    ]
+
+
+def detect_still(
+    detect: Callable[[np.ndarray], list[Detection]],
+    image: np.ndarray,
+    scales: int,
+    input_size: int,
+    nms_iou: float,
+) -> list[Detection]:
+    """Faces of every size in a still image: the whole image, then finer grids of tiles.
+
+    Each tile keeps the faces smaller than TILE_FACE_MAX_PX in its model input; all are merged
+    as tiles are (a box cut by a tile's edge is dropped, the whole image holds it), best first.
+    """
+    height, width = image.shape[:2]
+    windows: list[Window] = []
+    found: list[list[Detection]] = []
+    for level, level_windows in enumerate(still_windows(width, height, scales)):
+        for x1, y1, x2, y2 in level_windows:
+            limit = np.inf if level == 0 else TILE_FACE_MAX_PX * max(x2 - x1, y2 - y1) / input_size
+            found.append(
+                [
+                    replace(d, box=(d.box[0] + x1, d.box[1] + y1, d.box[2] + x1, d.box[3] + y1))
+                    for d in detect(image[y1:y2, x1:x2])
+                    if max(d.box[2] - d.box[0], d.box[3] - d.box[1]) < limit
+                ]
+            )
+            windows.append((x1, y1, x2, y2))
+    return merge_windows(found, windows, width, height, nms_iou)
+
+
 def detect_tiled(
     detect: Callable[[np.ndarray], list[Detection]],
     frame: np.ndarray,

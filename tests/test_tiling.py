@@ -13,7 +13,14 @@ from conftest import camera_pipeline
 from edge.config.detector import DetectorConfig
 from edge.detect import Detector
 from edge.detection import FACE_NOT_VISIBLE, Detection
-from edge.tiling import detect_tiled, tile_windows
+from edge.tiling import (
+    STILL_OVERLAP,
+    TILE_FACE_MAX_PX,
+    detect_still,
+    detect_tiled,
+    still_windows,
+    tile_windows,
+)
 
 CLIP = Path(__file__).resolve().parents[2] / "shared/videos/one-by-one-person-detection.mp4"
 
@@ -87,6 +94,54 @@ def test_heads_away_from_seams_keep_their_frame_coordinates() -> None:
     detect, _ = _fake_detector(heads, windows)
     found = detect_tiled(detect, frame, windows, 0.45)
     assert sorted(d.box for d in found) == sorted(heads)
+
+
+def test_a_still_is_detected_whole_and_then_in_finer_grids() -> None:
+    assert still_windows(640, 480, 1) == [[(0, 0, 640, 480)]]
+    assert still_windows(640, 480, 3) == [
+        [(0, 0, 640, 480)],
+        tile_windows(640, 480, 2, 2, STILL_OVERLAP),
+        tile_windows(640, 480, 3, 3, STILL_OVERLAP),
+    ]
+
+
+def _still_detector(
+    heads: list[tuple[float, float, float, float]], scales: int
+) -> tuple[Callable[[np.ndarray], list[Detection]], list[tuple[int, int]]]:
+    """_fake_detector over the windows detect_still visits, in its order."""
+    windows = [w for level in still_windows(640, 480, scales) for w in level]
+    return _fake_detector(heads, windows)
+
+
+def test_a_face_larger_than_a_tile_is_reported_once_from_the_whole_image() -> None:
+    """The tiles see pieces of a large face, each cut by a tile's inner edge; the whole image
+    holds it, so only its whole box is kept; a small face inside one tile is kept too."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    large = (200.0, 120.0, 440.0, 380.0)  # across every seam
+    small = (20.0, 20.0, 36.0, 38.0)
+    detect, calls = _still_detector([large, small], 3)
+    found = detect_still(detect, frame, 3, 320, 0.45)
+    assert len(calls) == 1 + 4 + 9
+    assert sorted(d.box for d in found) == sorted([large, small])
+
+
+def test_tiles_keep_only_faces_small_in_their_input() -> None:
+    """A face that fits inside a tile but is large in its input is the whole image's to find:
+    a tile's box of it (here the whole pass misses it) is dropped, a small face's is kept."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    tile = still_windows(640, 480, 2)[1][0]
+    scale = 320 / max(tile[2] - tile[0], tile[3] - tile[1])
+    side = TILE_FACE_MAX_PX / scale  # image pixels of a face TILE_FACE_MAX_PX in the tile input
+    big = (40.0, 40.0, 40.0 + side + 2, 40.0 + side + 2)
+    small = (200.0, 40.0, 200.0 + side - 2, 40.0 + side - 2)
+    detect, _ = _still_detector([big, small], 2)
+
+    def tiles_only(crop: np.ndarray) -> list[Detection]:
+        found = detect(crop)
+        return [] if crop.shape[:2] == frame.shape[:2] else found
+
+    found = detect_still(tiles_only, frame, 2, 320, 0.45)
+    assert [d.box for d in found] == [small]
 
 
 @pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/videos (third-party data)")

@@ -41,10 +41,13 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge.__main__ import DETECT_SCALES
 from edge.anchors import iou_matrix
 from edge.config.detector import DetectorConfig
 from edge.detect import Detector, ModelError
+from edge.detection import Detection
 from edge.postprocess import nms
+from edge.tiling import detect_still
 from models.training import eval_sources
 from models.training.data import IGNORE, Sample, face_mask_split
 from models.training.metrics import ImageResult, average_precision
@@ -158,16 +161,34 @@ class OurModel:
         self.operating_source = "DetectorConfig.score_threshold default"
 
     def detect(self, bgr: np.ndarray) -> Dets:
-        """Detector.detect; labels are already in PRED_LABELS order (its first three)."""
-        found = self.detector.detect(bgr)
-        if not found:
-            return empty_dets()
-        scores = np.array([d.scores for d in found], np.float64)
-        return Dets(
-            boxes=np.array([d.box for d in found], np.float32),
-            labels=np.array([d.label for d in found], np.int64),
-            scores=np.array([d.score for d in found], np.float64),
-            p_mask=scores[:, 0] / np.maximum(scores[:, 0] + scores[:, 1], 1e-9),
+        """Detector.detect: one pass over the whole image."""
+        return as_dets(self.detector.detect(bgr))
+
+
+def as_dets(found: Sequence[Detection]) -> Dets:
+    """The runtime's detections as Dets; labels are already in PRED_LABELS order (first three)."""
+    if not found:
+        return empty_dets()
+    scores = np.array([d.scores for d in found], np.float64)
+    return Dets(
+        boxes=np.array([d.box for d in found], np.float32),
+        labels=np.array([d.label for d in found], np.int64),
+        scores=np.array([d.score for d in found], np.float64),
+        p_mask=scores[:, 0] / np.maximum(scores[:, 0] + scores[:, 1], 1e-9),
+    )
+
+
+class OurModelOnStills(OurModel):
+    """maskwatch as `maskwatch detect` runs it on photos: the whole image, then finer tiles."""
+
+    name = "maskwatch detect"
+
+    def detect(self, bgr: np.ndarray) -> Dets:
+        """edge.tiling.detect_still at the command's default number of scales."""
+        return as_dets(
+            detect_still(
+                self.detector.detect, bgr, DETECT_SCALES, self.input_size, self.config.nms_iou
+            )
         )
 
 
@@ -530,7 +551,8 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
     train, val = face_mask_split(dataset)
     bearded = load_bearded(BEARDED_FILE, val)
     ours = OurModel(model_path.resolve(), threads)
-    models: list[Contender] = [ours, Aizoo(shared, threads), MobileDet(shared, threads)]
+    stills = OurModelOnStills(model_path.resolve(), threads)
+    models: list[Contender] = [ours, stills, Aizoo(shared, threads), MobileDet(shared, threads)]
 
     runs = {m.name: run_images(m, val) for m in models}
     ap_val = {m.name: ap_per_class(val, runs[m.name].dets) for m in models}
@@ -570,6 +592,8 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
     ]
     inputs = {
         ours.name: f"{ours.input_size} letterbox, uint8 (runtime code)",
+        stills.name: f"whole image, then 2x2 to {DETECT_SCALES}x{DETECT_SCALES} tiles, each "
+        f"{ours.input_size} letterbox (`maskwatch detect`)",
         "AIZOO": "260x260 resize, float 0..1",
         "MobileDet": "320x320 resize, uint8",
     }
