@@ -1,7 +1,9 @@
 """Head tracker: links the detector's boxes over time into one track per person.
 
 A constant-velocity Kalman filter predicts every track's box (centre and size). Confident
-detections are assigned to tracks by IoU with the Hungarian algorithm; tracks and detections
+detections are assigned to tracks by IoU with the Hungarian algorithm, each track paying for
+the uncertainty of its predicted position, so a person seen a moment ago keeps their box
+against a track lost for a while whose prediction happens to lie on it; tracks and detections
 left over are then matched by centre distance, within a radius measured in box heights that
 grows with the time a track has been unseen and with its own speed, so a person missed by the
 detector or hidden for a while (up to max_age_s) keeps their identity instead of being
@@ -398,7 +400,11 @@ class Tracker:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Matched (track row, detection index) pairs, in three stages.
 
-        1. Every track against the confident detections by IoU (cost 1 - IoU); hidden tracks
+        1. Every track against the confident detections by IoU (cost 1 - IoU, plus
+           uncertainty_cost times the standard deviation of the track's predicted position in
+           box heights: of two tracks overlapping a detection about as much, the one whose
+           position is known takes it, not one long unseen whose coasting prediction happens
+           to lie on it); hidden tracks
            (tentative, born inside another track's box) only afterwards, against the
            confident detections the others left: a double detection may not take over its
            host's box when the host's own box is missed, while a person hidden behind another
@@ -414,7 +420,15 @@ class Tracker:
         """
         cfg = self.config
         n = len(iou)
-        cost = np.where(iou >= cfg.iou_threshold, 1.0 - iou, _FORBIDDEN)
+        # 1 - IoU plus uncertainty_cost x the standard deviation of the track's predicted
+        # position in box heights (forbidden pairs stay exactly _FORBIDDEN, so the penalty
+        # weighs on every match, not only when tracks outnumber detections).
+        st = self._state
+        base = np.sqrt(st[:, _P00])
+        base /= st[:, 3]
+        base *= cfg.uncertainty_cost
+        base += 1.0
+        cost = np.where(iou >= cfg.iou_threshold, base[:, None] - iou, _FORBIDDEN)
         hidden = self._hidden
         rows, cols = self._assign(cost, ~hidden, high)
         free_rows = np.ones(n, dtype=bool)

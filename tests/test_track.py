@@ -341,3 +341,30 @@ def test_someone_walking_in_where_another_walked_out_gets_a_new_id() -> None:
     (a, b), (a_blind, b_blind) = ids
     assert a.isdisjoint(b)  # frame known: B is somebody new
     assert not a_blind.isdisjoint(b_blind)  # the frame unknown, B takes over A's identity
+
+
+def _body(x: float, y: float) -> Detection:
+    """A standing person's 40 x 100 box with its top-left corner at (x, y)."""
+    return Detection((x, y, x + 40.0, y + 100.0), FACE_NOT_VISIBLE, 0.9, (0.05, 0.05, 0.9))
+
+
+def test_person_seen_a_moment_ago_keeps_their_box_from_a_long_lost_track() -> None:
+    # A stands at x = 200; B walks in at 40 px/s for 1 s, 2 px lower, then goes behind A and
+    # is never seen again. 2.6 s later B's coasting prediction lies on A, and A's box comes
+    # 1.5 px low: it overlaps B's guess (IoU 0.99) a little more than A's own prediction
+    # (0.97). By overlap alone B's lost track takes A's box; with the uncertainty of B's
+    # position (0.3 box heights against A's 0.01) priced in, A keeps it.
+    def owner(config: TrackerConfig) -> int | None:
+        tracker = Tracker(config)
+        for k in range(10):
+            both = [_body(200.0, 100.0), _body(60.0 + 4.0 * k, 102.0)]
+            heads = tracker.update(both, k / FPS).heads
+        a_id, b_id = (h.track_id for h in heads)
+        for k in range(10, 35):
+            tracker.update([_body(200.0, 100.0)], k / FPS)
+        heads = tracker.update([_body(200.0, 101.5)], 35 / FPS).heads
+        (taker,) = [h.track_id for h in heads if h.detection is not None]
+        return {a_id: 0, b_id: 1}[taker]
+
+    assert owner(TrackerConfig()) == 0  # A keeps their box
+    assert owner(TrackerConfig(uncertainty_cost=0.0)) == 1  # overlap alone: B takes it

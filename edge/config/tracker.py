@@ -80,6 +80,24 @@ class TrackerConfig(BaseModel):
             "find again."
         ),
     )
+    uncertainty_cost: float = Field(
+        0.1,
+        ge=0,
+        description=(
+            "Added to the cost of matching a track and a detection by overlap (1 - IoU), per "
+            "box height of the standard deviation of the track's predicted position: the "
+            "Kalman filter's own uncertainty, about 0.01 to 0.05 for a track seen on the last "
+            "frame and 0.1 to 0.4 for one unseen for a second or more. Of two tracks that "
+            "overlap a detection about as much, the one whose position is known takes it: a "
+            "person seen a moment ago keeps their box when the coasting prediction of someone "
+            "hidden behind them happens to lie on it, instead of the two swapping identities. "
+            "At 0.1 a track unseen for a second or more needs an overlap 0.01 to 0.04 larger "
+            "than a track just seen to take a detection from it. Larger values make a briefly "
+            "missed person lose their box to a neighbour who was seen (0.2 to 0.5 already cost "
+            "a crowded noisy sequence identity switches, 1 loses many); 0 matches by overlap "
+            "alone."
+        ),
+    )
     high_score: float = Field(
         0.6,
         ge=0,
