@@ -19,6 +19,7 @@ from models.training.data import IGNORE, UNKNOWN, Sample, face_mask_split
 from models.training.eval_sources import tally
 from models.training.evaluate import (
     BEARDED_FILE,
+    CLOSEUP_SIDE,
     DEFAULT_MODEL,
     EXIT_NO_INPUT,
     MASK,
@@ -32,6 +33,7 @@ from models.training.evaluate import (
     OurModel,
     aizoo_anchors,
     ap_per_class,
+    closeups,
     confusion,
     decode_centre_size,
     load_bearded,
@@ -248,3 +250,19 @@ def test_bearded_list_names_validation_no_mask_faces() -> None:
     faces = load_bearded(BEARDED_FILE, val)
     assert len(faces) >= 1
     assert len({(f.image, f.box) for f in faces}) == len(faces)
+
+
+def test_closeups_centre_one_face_at_the_asked_share() -> None:
+    need(DATASET)
+    _, val = face_mask_split(DATASET)
+    shots = closeups(val[:6], 0.5)
+    assert shots
+    for sample, image in shots:
+        assert image.shape == (CLOSEUP_SIDE, CLOSEUP_SIDE, 3)
+        ((x1, y1, x2, y2),) = sample.boxes[sample.labels != IGNORE]
+        assert max(x2 - x1, y2 - y1) == pytest.approx(CLOSEUP_SIDE / 2, rel=0.03)
+        assert ((x1 + x2) / 2, (y1 + y2) / 2) == pytest.approx(
+            (CLOSEUP_SIDE / 2, CLOSEUP_SIDE / 2), abs=CLOSEUP_SIDE * 0.01
+        )
+        # Each source face that is kept gives one close-up; the others are ignore regions.
+        assert (sample.labels != IGNORE).sum() == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from edge.anchors import ANCHOR_SPEC, anchors_xyxy, iou_matrix, make_anchors
 from edge.detection import FACE_NOT_VISIBLE, FRONT_WITH_MASK, FRONT_WITHOUT_MASK
@@ -89,6 +90,26 @@ def test_zoom_brings_one_labelled_head_large_and_whole_into_view() -> None:
     assert min(sizes) >= ZOOM_HEAD_PX[0] - 1 and max(sizes) <= ZOOM_HEAD_PX[1] + 1
     # Only labelled heads are zoomed on, and not past 3x their pixels.
     assert zoom_on_head(image, boxes[1:], labels[1:], 320, rng) is None
+
+
+def test_zoom_prefers_the_asked_labels_at_their_shares() -> None:
+    # Three 80 px heads so far apart that a zoomed view holds only the one zoomed on.
+    rng = np.random.default_rng(4)
+    image = np.full((300, 2400, 3), 90, np.uint8)
+    boxes = np.array([[100 + 1000 * i, 100, 180 + 1000 * i, 180] for i in range(3)], np.float32)
+    labels = np.array([FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE])
+    prefer = ((FACE_NOT_VISIBLE, 0.3), (FRONT_WITHOUT_MASK, 0.5))
+    picked = np.zeros(3)
+    draws = 900
+    for _ in range(draws):
+        out = zoom_on_head(image, boxes, labels, 320, rng, prefer)
+        assert out is not None
+        _, moved = out
+        centre_x = (moved[:, 0] + moved[:, 2]) / 2
+        (k,) = np.flatnonzero((centre_x >= 0) & (centre_x <= 320))
+        picked[k] += 1
+    rest = 0.2 / 3  # draws past the preferences pick any of the three
+    assert picked / draws == pytest.approx([rest, 0.5 + rest, 0.3 + rest], abs=0.05)
 
 
 def test_labels_files_round_trip(tmp_path: Path) -> None:

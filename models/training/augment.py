@@ -6,6 +6,8 @@ Everything works on RGB uint8 images and (N, 4) x1y1x2y2 boxes, with numpy and O
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -144,20 +146,25 @@ def zoom_on_head(
     labels: np.ndarray,
     size: int,
     rng: np.random.Generator,
-    prefer: tuple[int, float] | None = None,
+    prefer: Sequence[tuple[int, float]] = (),
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """A size x size view that shows one labelled head large, at a random place in the view.
 
-    prefer is (label, share): with probability share the head is drawn among those with that
-    label when the image has any: backs of heads are a small share of all heads, yet large
-    ones are what a weak model reads as masks. None when the image has no labelled head big
-    enough to zoom on without turning to mush.
+    prefer lists (label, share) pairs: with probability share the head is drawn among those
+    with that label when the image has any (the shares add up to at most 1). Backs of heads
+    and unmasked faces are a small share of all heads, yet large ones are what a weak model
+    reads as masks. None when the image has no labelled head big enough to zoom on without
+    turning to mush.
     """
     heads = np.flatnonzero(labels >= 0)
-    if prefer is not None and rng.random() < prefer[1]:
-        preferred = np.flatnonzero(labels == prefer[0])
-        if len(preferred):
-            heads = preferred
+    draw, below = rng.random(), 0.0
+    for label, share in prefer:
+        below += share
+        if draw < below:
+            preferred = np.flatnonzero(labels == label)
+            if len(preferred):
+                heads = preferred
+            break
     if len(heads) == 0:
         return None
     k = int(heads[rng.integers(len(heads))])
@@ -207,12 +214,12 @@ def augment(
     rng: np.random.Generator,
     ignore: int,
     zoom_share: float = 0.0,
-    zoom_prefer: tuple[int, float] | None = None,
+    zoom_prefer: Sequence[tuple[int, float]] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One random training view of a sample, size x size RGB uint8 with its boxes.
 
-    A zoom_share of the views zoom onto one labelled head (zoom_on_head; zoom_prefer is its
-    (label, share) preference) where one is big enough; the rest scale the whole image around
+    A zoom_share of the views zoom onto one labelled head (zoom_on_head; zoom_prefer its
+    (label, share) preferences) where one is big enough; the rest scale the whole image around
     its letterbox fit.
     """
     zoomed = (

@@ -632,6 +632,7 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
         lines += report_confusion(m, c)
 
     lines += beard_section(models, val, runs, bearded)
+    lines += closeup_section(models, val)
     lines += eval_sources.sections(shared, models, ours, model_path.resolve())
     lines += [
         "",
@@ -645,6 +646,62 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
         + ".",
     ]
     return "\n".join(lines)
+
+
+# Close-ups: each validation face of at least CLOSEUP_MIN_PX, cropped square around it so it
+# fills this share of the crop's side, and the crop scaled to CLOSEUP_SIDE px, as a portrait or
+# a door camera sees a face.
+CLOSEUP_FILLS = (0.35, 0.6)
+CLOSEUP_SIDE = 480
+CLOSEUP_MIN_PX = 24
+
+
+def closeups(val: Sequence[Sample], fill: float) -> list[tuple[Sample, np.ndarray]]:
+    """Every mask / no-mask validation face as a close-up; the other faces in it are ignored."""
+    out = []
+    for s in val:
+        bgr = cv2.imread(str(s.image_path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise InputError(f"{s.image_path}: cannot read image")
+        for k, (box, label) in enumerate(zip(s.boxes, s.labels, strict=True)):
+            face = float(max(box[2] - box[0], box[3] - box[1]))
+            if label not in GT_CLASSES or face < CLOSEUP_MIN_PX:
+                continue
+            side = face / fill
+            x1 = round((box[0] + box[2]) / 2 - side / 2)
+            y1 = round((box[1] + box[3]) / 2 - side / 2)
+            pad = round(side)  # the crop may reach past the photo: its edge pixels repeated
+            big = cv2.copyMakeBorder(bgr, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+            crop = big[y1 + pad : y1 + pad + round(side), x1 + pad : x1 + pad + round(side)]
+            scale = CLOSEUP_SIDE / crop.shape[1]
+            crop = cv2.resize(crop, (CLOSEUP_SIDE, CLOSEUP_SIDE), interpolation=cv2.INTER_CUBIC)
+            labels = np.where(np.arange(len(s.labels)) == k, s.labels, IGNORE)
+            boxes = ((s.boxes - [x1, y1, x1, y1]) * scale).astype(np.float32)
+            out.append((Sample(f"{s.name}#{k}", boxes, labels, (), image=crop), crop))
+    return out
+
+
+def closeup_section(models: Sequence[Contender], val: Sequence[Sample]) -> list[str]:
+    """AP50 on the validation faces shown close up, where tiles could only add pieces."""
+    lines = [
+        "## Close-ups",
+        "",
+        f"Each validation face of at least {CLOSEUP_MIN_PX} px, cropped square so that it fills "
+        f"the given share of the crop, the crop scaled to {CLOSEUP_SIDE} x {CLOSEUP_SIDE} px "
+        "(upscaled, so softer than a real portrait); other faces in the crop are ignored.",
+        "",
+        "| face fills | faces | " + " | ".join(f"{m.name} mask / no-mask" for m in models) + " |",
+        "|---|---|" + "---|" * len(models),
+    ]
+    for fill in CLOSEUP_FILLS:
+        shots = closeups(val, fill)
+        samples = [sample for sample, _ in shots]
+        row = f"| {fill:.0%} | {len(shots)} |"
+        for m in models:
+            mask, no_mask = ap_per_class(samples, [m.detect(image) for _, image in shots])
+            row += f" {fmt(mask)} / {fmt(no_mask)} |"
+        lines.append(row)
+    return [*lines, ""]
 
 
 def beard_section(

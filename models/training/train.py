@@ -167,12 +167,14 @@ def batches(
     paste_share: float = 0.0,
     zoom_share: float = 0.0,
     zoom_backs: float = 0.0,
+    zoom_unmasked: float = 0.0,
 ) -> queue.Queue[tuple[np.ndarray, ...] | None]:
     """Produce augmented, encoded batches on a background thread (OpenCV releases the GIL).
 
     A mosaic_share of the batch items are 2x2 mosaics of four samples (see mosaic()); a
     zoom_share of the others zoom onto one head (augment.zoom_on_head), a back of a head
-    (face_not_visible) in a zoom_backs share of them where the sample has one.
+    (face_not_visible) in a zoom_backs share of them and an unmasked face in a zoom_unmasked
+    share, where the sample has one.
     """
     out: queue.Queue[tuple[np.ndarray, ...] | None] = queue.Queue(maxsize=4)
 
@@ -207,7 +209,7 @@ def batches(
                     rng,
                     IGNORE,
                     zoom_share,
-                    (FACE_NOT_VISIBLE, zoom_backs),
+                    ((FACE_NOT_VISIBLE, zoom_backs), (FRONT_WITHOUT_MASK, zoom_unmasked)),
                 )
                 items.append(
                     (img, *encode_targets(layout, b, lab, s.background_classes, s.absent_classes))
@@ -337,6 +339,13 @@ def main() -> None:
         "image has one, so large backs of heads are taught as heads without a mask",
     )
     ap.add_argument(
+        "--zoom-unmasked",
+        type=float,
+        default=0.0,
+        help="share of zoomed views that pick an unmasked face where the image has one, so "
+        "large unmasked faces (a door camera, a portrait) are not read as masks",
+    )
+    ap.add_argument(
         "--init-tflite",
         type=Path,
         help="start from an earlier int8 export's weights (dequantized; new layers fresh)",
@@ -350,6 +359,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.size % INPUT_MULTIPLE:
         ap.error(f"--size: {args.size} is not a multiple of {INPUT_MULTIPLE}")
+    if args.zoom_backs + args.zoom_unmasked > 1:
+        ap.error("--zoom-backs and --zoom-unmasked are shares of the same views: at most 1 in all")
     args.run.mkdir(parents=True, exist_ok=True)
     log = (args.run / "log.txt").open("a")
 
@@ -480,6 +491,7 @@ def main() -> None:
             args.paste_heads,
             args.zoom,
             args.zoom_backs,
+            args.zoom_unmasked,
         )
         losses = []
         for k in range(steps_per_epoch):
