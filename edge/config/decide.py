@@ -63,6 +63,26 @@ class DecideConfig(BaseModel):
             "aisle, a queue) stay counted."
         ),
     )
+    travel_gap_s: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "With min_travel: a look that comes more than this many seconds after the track's "
+            "previous look starts a new stretch, and the head must have moved min_travel within "
+            "one stretch, not across a gap. While a track is unseen the tracker may hand it to "
+            "someone nearby when it is found again (a person who walks past a bollard read as a "
+            "head, a lost person's track taking a neighbour in a group): such a track jumps "
+            "from one head to the other without either moving, and counting that jump as "
+            "travel counts a person who never walked. On PETS 2009 through the street config, "
+            "one of the four tracks counted on no single person was confirmed on a person "
+            "standing still and then moved only by two such jumps, of 2 and 0.6 seconds; every "
+            "track counted on a person still moved min_travel with stretches broken at any gap "
+            "over one detection interval (0.1 s there). Set it to a few detection intervals "
+            "(configs/street-camera.yaml, detecting on every frame at 7 to 10 per second: 0.5); "
+            "shorter than the interval every look is a stretch of its own and nothing moves. 0 "
+            "(the default) measures travel over the whole track."
+        ),
+    )
     min_median_score: float = Field(
         0.0,
         ge=0,
