@@ -48,22 +48,24 @@ class Ballot:
     last_time: float | None = None
     # Looks scoring at least min_median_score: the median is above it when they are half.
     strong_looks: int = 0
+    # The looks before the head first moved (min_travel), and those scoring min_still_score.
+    still_looks: int = 0
+    still_strong: int = 0
+    departed: bool = False
 
     def follow(
-        self,
-        detection: Detection,
-        min_score: float,
-        timestamp: float | None = None,
-        travel_gap_s: float = 0.0,
+        self, detection: Detection, config: DecideConfig, timestamp: float | None = None
     ) -> None:
         """Record one matched detection's box and score for the count filters (before the
         vote: heads that cannot vote move, and score, too).
 
-        With travel_gap_s and a timestamp, a look that comes more than travel_gap_s after the
-        track's previous one starts a new stretch: travel and growth are measured within
-        stretches, never across the gap, where the tracker may have handed the track over to
-        someone else.
+        With config.travel_gap_s and a timestamp, a look that comes more than travel_gap_s
+        after the track's previous one starts a new stretch: travel and growth are measured
+        within stretches, never across the gap, where the tracker may have handed the track
+        over to someone else.
         """
+        min_score = config.min_median_score
+        travel_gap_s = config.travel_gap_s
         box = detection.box
         x, y, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(box[3] - box[1], 1e-3)
         gap = (
@@ -84,10 +86,20 @@ class Ballot:
         self.max_height = max(self.max_height, h)
         self.max_growth = max(self.max_growth, self.max_height / self.min_height)
         self.sum_height += h
+        if not self.departed:
+            self.departed = config.min_travel > 0 and self.moved(config.min_travel)
+            if not self.departed:
+                self.still_looks += 1
+                self.still_strong += int(detection.score >= config.min_still_score)
 
     def confident(self) -> bool:
         """Whether at least half of the looks scored min_median_score or more."""
         return 2 * self.strong_looks >= self.looks
+
+    def still_confident(self) -> bool:
+        """Whether at least half of the looks before the head first moved scored
+        min_still_score or more (see DecideConfig.min_still_score)."""
+        return 2 * self.still_strong >= self.still_looks
 
     def moved(self, min_travel: float) -> bool:
         """Whether the head travelled min_travel mean head heights, or its height changed by a
@@ -190,7 +202,7 @@ class Decider:
         if ballot is None:
             ballot = self.ballots[track_id] = Ballot()
         cfg = self.config
-        ballot.follow(detection, cfg.min_median_score, timestamp, cfg.travel_gap_s)
+        ballot.follow(detection, cfg, timestamp)
         vote = vote_of(detection, self.config)
         if vote == 0:
             return
@@ -208,9 +220,14 @@ class Decider:
         self, track_id: int, confirmed: bool, first_seen: datetime, last_seen: datetime
     ) -> PersonEvent | None:
         """Free the track's ballot; a confirmed track that passes the count filters
-        (min_travel, min_median_score) becomes one person event."""
+        (min_travel, min_median_score, min_still_score) becomes one person event."""
         ballot = self.ballots.pop(track_id, None) or Ballot()
-        if not confirmed or not ballot.moved(self.config.min_travel) or not ballot.confident():
+        if (
+            not confirmed
+            or not ballot.moved(self.config.min_travel)
+            or not ballot.confident()
+            or not ballot.still_confident()
+        ):
             return None
         return PersonEvent(
             event_id=uuid.uuid4().hex,

@@ -184,3 +184,22 @@ def test_travel_is_measured_within_stretches_of_looks_not_across_gaps() -> None:
     grown = [shifted(0)] * 4 + [shifted(0, 0, 2.5)] * 3
     assert end_with(grown, times, gapped) is None
     assert end_with(grown, times, DecideConfig(min_travel=0.5)) is not None
+
+
+def test_a_track_still_on_weak_scores_that_then_moves_with_someone_is_not_counted() -> None:
+    # Clutter followed on weak scores for 20 looks, then a passer-by's strong looks carry the
+    # track away: it moves, and its median score over all looks is high.
+    clutter = [(shifted(0), 0.4)] * 20 + [(shifted(dx), 0.7) for dx in range(4, 100, 4)]
+    # A person who waits (scoring like a person) and then walks.
+    waiter = [(shifted(0), 0.65)] * 20 + [(shifted(dx), 0.7) for dx in range(4, 100, 4)]
+
+    def end_with(looks, cfg: DecideConfig):
+        decider = Decider(cfg, "cam", ZoneConfig())
+        for box, score in looks:
+            decider.look(6, look(0.01, score, box=box), W, H)
+        return decider.end(6, True, T0, T0)
+
+    street = DecideConfig(min_travel=0.5, min_median_score=0.5, min_still_score=0.5)
+    assert end_with(clutter, street) is None
+    assert end_with(clutter, street.model_copy(update={"min_still_score": 0.0})) is not None
+    assert end_with(waiter, street) is not None
