@@ -36,38 +36,76 @@ class Ballot:
     votes_mask: int = 0
     votes_no_mask: int = 0
     looks: int = 0
-    # Where the head was first seen and how far it has gone since, for the stillness test.
+    # Where the head was seen first in its current stretch (looks no more than travel_gap_s
+    # apart), and how far it has gone or grown within a stretch, for the stillness test.
     first_x: float = 0.0
     first_y: float = 0.0
     max_shift: float = 0.0
     min_height: float = float("inf")
     max_height: float = 0.0
+    max_growth: float = 1.0
     sum_height: float = 0.0
+    last_time: float | None = None
     # Looks scoring at least min_median_score: the median is above it when they are half.
     strong_looks: int = 0
+    # The looks before the head first moved (min_travel), and those scoring min_still_score.
+    still_looks: int = 0
+    still_strong: int = 0
+    departed: bool = False
 
-    def follow(self, detection: Detection, min_score: float) -> None:
+    def follow(
+        self, detection: Detection, config: DecideConfig, timestamp: float | None = None
+    ) -> None:
         """Record one matched detection's box and score for the count filters (before the
-        vote: heads that cannot vote move, and score, too)."""
+        vote: heads that cannot vote move, and score, too).
+
+        With config.travel_gap_s and a timestamp, a look that comes more than travel_gap_s
+        after the track's previous one starts a new stretch: travel and growth are measured
+        within stretches, never across the gap, where the tracker may have handed the track
+        over to someone else.
+        """
+        min_score = config.min_median_score
+        travel_gap_s = config.travel_gap_s
         box = detection.box
         x, y, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, max(box[3] - box[1], 1e-3)
-        if self.looks == 0:
+        gap = (
+            travel_gap_s > 0
+            and timestamp is not None
+            and self.last_time is not None
+            and timestamp - self.last_time > travel_gap_s
+        )
+        if self.looks == 0 or gap:
             self.first_x, self.first_y = x, y
+            self.min_height, self.max_height = h, h
+        if timestamp is not None:
+            self.last_time = timestamp
         self.looks += 1
         self.strong_looks += int(detection.score >= min_score)
         self.max_shift = max(self.max_shift, math.hypot(x - self.first_x, y - self.first_y))
         self.min_height = min(self.min_height, h)
         self.max_height = max(self.max_height, h)
+        self.max_growth = max(self.max_growth, self.max_height / self.min_height)
         self.sum_height += h
+        if not self.departed:
+            self.departed = config.min_travel > 0 and self.moved(config.min_travel)
+            if not self.departed:
+                self.still_looks += 1
+                self.still_strong += int(detection.score >= config.min_still_score)
 
     def confident(self) -> bool:
         """Whether at least half of the looks scored min_median_score or more."""
         return 2 * self.strong_looks >= self.looks
 
+    def still_confident(self) -> bool:
+        """Whether at least half of the looks before the head first moved scored
+        min_still_score or more (see DecideConfig.min_still_score)."""
+        return 2 * self.still_strong >= self.still_looks
+
     def moved(self, min_travel: float) -> bool:
         """Whether the head travelled min_travel mean head heights, or its height changed by a
         factor 1 + 2 x min_travel (a person walking straight at the camera hardly shifts but
-        grows; twice the share because the box height of a still thing on PETS varied 1.5x)."""
+        grows; twice the share because the box height of a still thing on PETS varied 1.5x),
+        within one stretch of looks (see follow)."""
         if min_travel <= 0:
             return True
         if self.looks == 0:
@@ -75,7 +113,7 @@ class Ballot:
         mean_height = self.sum_height / self.looks
         return (
             self.max_shift >= min_travel * mean_height
-            or self.max_height >= (1 + 2 * min_travel) * self.min_height
+            or self.max_growth >= 1 + 2 * min_travel
         )
 
     @property
@@ -150,12 +188,21 @@ class Decider:
             self._zone_size = (width, height)
         return self._zone
 
-    def look(self, track_id: int, detection: Detection, width: int, height: int) -> None:
-        """Count one matched detection of a track (its vote, if it may vote)."""
+    def look(
+        self,
+        track_id: int,
+        detection: Detection,
+        width: int,
+        height: int,
+        timestamp: float | None = None,
+    ) -> None:
+        """Count one matched detection of a track (its vote, if it may vote); timestamp: the
+        frame's time in seconds (without it every look continues the last stretch)."""
         ballot = self.ballots.get(track_id)
         if ballot is None:
             ballot = self.ballots[track_id] = Ballot()
-        ballot.follow(detection, self.config.min_median_score)
+        cfg = self.config
+        ballot.follow(detection, cfg, timestamp)
         vote = vote_of(detection, self.config)
         if vote == 0:
             return
@@ -173,9 +220,14 @@ class Decider:
         self, track_id: int, confirmed: bool, first_seen: datetime, last_seen: datetime
     ) -> PersonEvent | None:
         """Free the track's ballot; a confirmed track that passes the count filters
-        (min_travel, min_median_score) becomes one person event."""
+        (min_travel, min_median_score, min_still_score) becomes one person event."""
         ballot = self.ballots.pop(track_id, None) or Ballot()
-        if not confirmed or not ballot.moved(self.config.min_travel) or not ballot.confident():
+        if (
+            not confirmed
+            or not ballot.moved(self.config.min_travel)
+            or not ballot.confident()
+            or not ballot.still_confident()
+        ):
             return None
         return PersonEvent(
             event_id=uuid.uuid4().hex,

@@ -188,7 +188,7 @@ class CameraPipeline:
             update = self.tracker.predict(timestamp)
         for head in update.heads:
             if head.detection is not None:
-                self.decider.look(head.track_id, head.detection, w, h)
+                self.decider.look(head.track_id, head.detection, w, h, timestamp)
         people = self._end(update.ended)
         if self.regions is not None:
             # Where each track began, to tell a walking head from a patch of background.

@@ -161,3 +161,45 @@ def test_a_track_followed_mostly_on_weak_scores_is_not_counted() -> None:
     assert end_with(clutter, config) is None
     assert end_with(clutter, DecideConfig()) is not None  # off by default
     assert end_with(person, config) is not None
+
+
+def test_travel_is_measured_within_stretches_of_looks_not_across_gaps() -> None:
+    # Four still looks on one head, 2 s unseen, then three still looks 3 heads further on: the
+    # tracker handed the track over to someone else; neither head walked.
+    still = [shifted(0)] * 4 + [shifted(120)] * 3
+    times = [0.1 * i for i in range(4)] + [2.4 + 0.1 * i for i in range(3)]
+    walking = [shifted(dx) for dx in range(0, 60, 4)]  # 15 looks, 0.1 s apart
+
+    def end_with(boxes, stamps, cfg: DecideConfig):
+        decider = Decider(cfg, "cam", ZoneConfig())
+        for box, t in zip(boxes, stamps, strict=True):
+            decider.look(5, look(0.02, 0.95, box=box), W, H, t)
+        return decider.end(5, True, T0, T0)
+
+    gapped = DecideConfig(min_travel=0.5, travel_gap_s=0.5)
+    assert end_with(still, times, gapped) is None
+    assert end_with(still, times, DecideConfig(min_travel=0.5)) is not None  # off by default
+    assert end_with(walking, [0.1 * i for i in range(15)], gapped) is not None
+    # Growth too: a 40 px head, then after the gap a 100 px one, each the same size throughout.
+    grown = [shifted(0)] * 4 + [shifted(0, 0, 2.5)] * 3
+    assert end_with(grown, times, gapped) is None
+    assert end_with(grown, times, DecideConfig(min_travel=0.5)) is not None
+
+
+def test_a_track_still_on_weak_scores_that_then_moves_with_someone_is_not_counted() -> None:
+    # Clutter followed on weak scores for 20 looks, then a passer-by's strong looks carry the
+    # track away: it moves, and its median score over all looks is high.
+    clutter = [(shifted(0), 0.4)] * 20 + [(shifted(dx), 0.7) for dx in range(4, 100, 4)]
+    # A person who waits (scoring like a person) and then walks.
+    waiter = [(shifted(0), 0.65)] * 20 + [(shifted(dx), 0.7) for dx in range(4, 100, 4)]
+
+    def end_with(looks, cfg: DecideConfig):
+        decider = Decider(cfg, "cam", ZoneConfig())
+        for box, score in looks:
+            decider.look(6, look(0.01, score, box=box), W, H)
+        return decider.end(6, True, T0, T0)
+
+    street = DecideConfig(min_travel=0.5, min_median_score=0.5, min_still_score=0.5)
+    assert end_with(clutter, street) is None
+    assert end_with(clutter, street.model_copy(update={"min_still_score": 0.0})) is not None
+    assert end_with(waiter, street) is not None

@@ -697,7 +697,7 @@ def tracking_only(config: Config) -> dict[str, Any]:
         tracked = time.perf_counter()
         for head in update.heads:
             if head.detection is not None:
-                decider.look(head.track_id, head.detection, width, height)
+                decider.look(head.track_id, head.detection, width, height, t)
         for ended in update.ended:
             decider.end(ended.track_id, ended.confirmed, origin, origin)
         voted = time.perf_counter()
