@@ -36,11 +36,6 @@ if TYPE_CHECKING:  # the config stack is imported lazily: `maskwatch --help` sta
 
 log = logging.getLogger("maskwatch")
 
-# `maskwatch detect` looks at still photos, where one pass at the model's 320 px loses the small
-# faces: the whole image, then 2 x 2 and 3 x 3 tiles, 14 inferences an image (see
-# models/MODEL_CARD.md for what it does to AP50 on each photo source and on close-ups).
-DETECT_SCALES = 3
-
 
 def _load(path: Path | None, overrides: dict[str, object] | None = None) -> Config:
     """The config from a file, or built-in defaults; ConfigError is reported by the caller."""
@@ -230,6 +225,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
                       labels=config.detector.labels_path)
     if args.score_threshold is not None:
         update["score_threshold"] = args.score_threshold
+    if args.scales is not None:
+        update["photo_scales"] = args.scales
     detector_config = config.detector.model_copy(update=update)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
@@ -260,7 +257,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
         else:
             assert image is not None
             found = detect_still(
-                detector.detect, image, args.scales, detector.input_size, detector_config.nms_iou
+                detector.detect,
+                image,
+                detector_config.photo_scales,
+                detector.input_size,
+                detector_config.nms_iou,
+                detector_config.max_detections,
             )
             record["detections"] = [
                 {
@@ -268,7 +270,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                     "score": round(d.score, 4),
                     "box": [round(v, 1) for v in d.box],
                 }
-                for d in found[: detector_config.max_detections]  # merged best first
+                for d in found
             ]
         print(json.dumps(record), flush=True)
     if missing:
@@ -378,10 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path)
     p.add_argument("--cpu", action="store_true", help="never use an Edge TPU")
     p.add_argument(
-        "--scales", type=_scales, default=DETECT_SCALES, metavar="N",
-        help="detect on the whole image, then on grids of 2 x 2 up to N x N overlapping tiles "
-        "that keep only faces under 64 px in the model's input, so small faces are found too "
-        f"(default {DETECT_SCALES}: 14 inferences an image); 1 for one whole-image pass",
+        "--scales", type=_scales, metavar="N",
+        help="how many scales each photo is detected at, 1 to 4: the whole image, then grids "
+        "of 2 x 2 up to N x N overlapping tiles for small faces (default: the config's "
+        "detector.photo_scales, 3)",
     )
     p.set_defaults(func=cmd_detect)
 

@@ -6,6 +6,10 @@ head on a seam is whole in at least one tile) gives each head more model pixels,
 one inference per tile. Detections from all tiles are merged by class-agnostic NMS, and a box
 that touches a tile's inner edge is dropped when another tile holds all of it: that tile saw the
 whole head, this one half of it.
+
+Still photos (`maskwatch detect`) have faces of every size in one picture: detect_still looks at
+the whole image and then at finer and finer grids of tiles, each tile keeping only the faces
+that are small in its input.
 """
 
 from __future__ import annotations
@@ -68,16 +72,28 @@ def _inside(box: tuple[float, ...], window: Window) -> bool:
 # pieces of a close-up face (an eye, an ear) read as faces.
 STILL_OVERLAP = 0.25
 TILE_FACE_MAX_PX = 64.0
+# A grid whose tiles would be narrower than this is skipped: nothing left to magnify.
+MIN_TILE_PX = 32
 
 
 def still_windows(width: int, height: int, scales: int) -> list[list[Window]]:
     """The windows of each scale: the whole image, then 2 x 2, ..., scales x scales tiles.
 
     A still photo has faces of every size: the whole-image pass finds the large ones, each
-    finer grid gives the small ones n times more model pixels.
+    finer grid gives the small ones n times more model pixels. Grids of tiles narrower than
+    MIN_TILE_PX are left out, so a tiny image is detected whole only.
     """
     return [[(0, 0, width, height)]] + [
-        tile_windows(width, height, n, n, STILL_OVERLAP) for n in range(2, scales + 1)
+        tile_windows(width, height, n, n, STILL_OVERLAP)
+        for n in range(2, scales + 1)
+        if min(width, height) >= n * MIN_TILE_PX
+    ]
+
+
+def _shifted(found: list[Detection], x: int, y: int) -> list[Detection]:
+    """Detections in a window's pixels moved to the frame's, the window starting at (x, y)."""
+    return [
+        replace(d, box=(d.box[0] + x, d.box[1] + y, d.box[2] + x, d.box[3] + y)) for d in found
     ]
 
 
@@ -87,11 +103,13 @@ def detect_still(
     scales: int,
     input_size: int,
     nms_iou: float,
+    max_detections: int,
 ) -> list[Detection]:
     """Faces of every size in a still image: the whole image, then finer grids of tiles.
 
     Each tile keeps the faces smaller than TILE_FACE_MAX_PX in its model input; all are merged
-    as tiles are (a box cut by a tile's edge is dropped, the whole image holds it), best first.
+    as tiles are (a box cut by a tile's edge is dropped, the whole image holds it), and the
+    max_detections best are returned, best first.
     """
     height, width = image.shape[:2]
     windows: list[Window] = []
@@ -101,13 +119,14 @@ def detect_still(
             limit = np.inf if level == 0 else TILE_FACE_MAX_PX * max(x2 - x1, y2 - y1) / input_size
             found.append(
                 [
-                    replace(d, box=(d.box[0] + x1, d.box[1] + y1, d.box[2] + x1, d.box[3] + y1))
-                    for d in detect(image[y1:y2, x1:x2])
+                    d
+                    for d in _shifted(detect(image[y1:y2, x1:x2]), x1, y1)
                     if max(d.box[2] - d.box[0], d.box[3] - d.box[1]) < limit
                 ]
             )
             windows.append((x1, y1, x2, y2))
-    return merge_windows(found, windows, width, height, nms_iou)
+    merged = merge_windows(found, windows, width, height, nms_iou)
+    return sorted(merged, key=lambda d: -d.score)[:max_detections]
 
 
 def detect_tiled(
@@ -120,12 +139,7 @@ def detect_tiled(
     found = []
     for x1, y1, x2, y2 in windows:
         # A view, not a copy: the detector's letterbox reads it once.
-        found.append(
-            [
-                replace(d, box=(d.box[0] + x1, d.box[1] + y1, d.box[2] + x1, d.box[3] + y1))
-                for d in detect(frame[y1:y2, x1:x2])
-            ]
-        )
+        found.append(_shifted(detect(frame[y1:y2, x1:x2]), x1, y1))
     h, w = frame.shape[:2]
     return merge_windows(found, windows, w, h, nms_iou)
 

@@ -14,6 +14,7 @@ from edge.config.detector import DetectorConfig
 from edge.detect import Detector
 from edge.detection import FACE_NOT_VISIBLE, Detection
 from edge.tiling import (
+    MIN_TILE_PX,
     STILL_OVERLAP,
     TILE_FACE_MAX_PX,
     detect_still,
@@ -103,26 +104,34 @@ def test_a_still_is_detected_whole_and_then_in_finer_grids() -> None:
         tile_windows(640, 480, 2, 2, STILL_OVERLAP),
         tile_windows(640, 480, 3, 3, STILL_OVERLAP),
     ]
+    # Tiles narrower than MIN_TILE_PX magnify nothing: a tiny image is detected whole only.
+    assert still_windows(3 * MIN_TILE_PX - 1, 480, 3) == [
+        [(0, 0, 3 * MIN_TILE_PX - 1, 480)],
+        tile_windows(3 * MIN_TILE_PX - 1, 480, 2, 2, STILL_OVERLAP),
+    ]
+    assert still_windows(2, 2, 4) == [[(0, 0, 2, 2)]]
 
 
 def _still_detector(
-    heads: list[tuple[float, float, float, float]], scales: int
+    heads: list[tuple[float, float, float, float]], width: int, height: int, scales: int
 ) -> tuple[Callable[[np.ndarray], list[Detection]], list[tuple[int, int]]]:
     """_fake_detector over the windows detect_still visits, in its order."""
-    windows = [w for level in still_windows(640, 480, scales) for w in level]
+    windows = [w for level in still_windows(width, height, scales) for w in level]
     return _fake_detector(heads, windows)
 
 
-def test_a_face_larger_than_a_tile_is_reported_once_from_the_whole_image() -> None:
-    """The tiles see pieces of a large face, each cut by a tile's inner edge; the whole image
-    holds it, so only its whole box is kept; a small face inside one tile is kept too."""
+def test_a_face_across_seams_is_reported_once_from_the_whole_image() -> None:
+    """Pieces of a face that crosses tile seams are small enough for the tiles to keep, but each
+    is cut by a tile's inner edge and the whole image holds the face: only its whole box is
+    kept, and a small face inside one tile is kept too."""
     frame = np.zeros((480, 640, 3), np.uint8)
-    large = (200.0, 120.0, 440.0, 380.0)  # across every seam
+    seam_x = still_windows(640, 480, 3)[2][0][2]  # where the first 3 x 3 tile ends
+    face = (seam_x - 30.0, 150.0, seam_x + 30.0, 210.0)  # 60 px: pieces under the size limit
     small = (20.0, 20.0, 36.0, 38.0)
-    detect, calls = _still_detector([large, small], 3)
-    found = detect_still(detect, frame, 3, 320, 0.45)
+    detect, calls = _still_detector([face, small], 640, 480, 3)
+    found = detect_still(detect, frame, 3, 320, 0.45, 50)
     assert len(calls) == 1 + 4 + 9
-    assert sorted(d.box for d in found) == sorted([large, small])
+    assert sorted(d.box for d in found) == sorted([face, small])
 
 
 def test_tiles_keep_only_faces_small_in_their_input() -> None:
@@ -134,14 +143,32 @@ def test_tiles_keep_only_faces_small_in_their_input() -> None:
     side = TILE_FACE_MAX_PX / scale  # image pixels of a face TILE_FACE_MAX_PX in the tile input
     big = (40.0, 40.0, 40.0 + side + 2, 40.0 + side + 2)
     small = (200.0, 40.0, 200.0 + side - 2, 40.0 + side - 2)
-    detect, _ = _still_detector([big, small], 2)
+    detect, _ = _still_detector([big, small], 640, 480, 2)
 
     def tiles_only(crop: np.ndarray) -> list[Detection]:
         found = detect(crop)
         return [] if crop.shape[:2] == frame.shape[:2] else found
 
-    found = detect_still(tiles_only, frame, 2, 320, 0.45)
+    found = detect_still(tiles_only, frame, 2, 320, 0.45, 50)
     assert [d.box for d in found] == [small]
+
+
+def test_a_still_gives_at_most_max_detections_best_first() -> None:
+    frame = np.zeros((480, 640, 3), np.uint8)
+    heads = [(20.0 + 40 * i, 200.0 + 3 * i, 36.0 + 40 * i, 218.0 + 3 * i) for i in range(15)]
+    scores = {h[0]: 0.3 + 0.04 * ((7 * i) % 15) for i, h in enumerate(heads)}
+
+    def detect(crop: np.ndarray) -> list[Detection]:
+        """The heads in no score order, seen on the whole image only (tiles see nothing)."""
+        if crop.shape[:2] != frame.shape[:2]:
+            return []
+        return [Detection(h, FACE_NOT_VISIBLE, scores[h[0]], (0, 0, scores[h[0]])) for h in heads]
+
+    for scales in (1, 3):
+        found = detect_still(detect, frame, scales, 320, 0.45, 10)
+        got = [d.score for d in found]
+        assert len(got) == 10
+        assert got == sorted(scores.values(), reverse=True)[:10]
 
 
 @pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/videos (third-party data)")

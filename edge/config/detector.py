@@ -100,6 +100,18 @@ class DetectorConfig(BaseModel):
     max_detections: int = Field(
         50, ge=1, description="At most this many heads are kept per frame (strongest first)."
     )
+    photo_scales: int = Field(
+        3,
+        ge=1,
+        le=4,
+        description=(
+            "Still photos only (`maskwatch detect`; the daemon uses cameras[].tiles or "
+            "regions): how many scales each photo is detected at. 1 is one pass over the whole "
+            "photo; n adds grids of 2 x 2 up to n x n overlapping tiles, each keeping only "
+            "faces under 64 px in the model's input, for the small faces of a crowd or street "
+            "photo. The default 3 takes 14 inferences a photo."
+        ),
+    )
     threads: int = Field(
         2,
         ge=1,

@@ -359,8 +359,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.size % INPUT_MULTIPLE:
         ap.error(f"--size: {args.size} is not a multiple of {INPUT_MULTIPLE}")
-    if args.zoom_backs + args.zoom_unmasked > 1:
-        ap.error("--zoom-backs and --zoom-unmasked are shares of the same views: at most 1 in all")
+    if min(args.zoom_backs, args.zoom_unmasked) < 0 or args.zoom_backs + args.zoom_unmasked > 1:
+        ap.error("--zoom-backs and --zoom-unmasked are shares of the same views: 0 or more, "
+                 "at most 1 in all")
     args.run.mkdir(parents=True, exist_ok=True)
     log = (args.run / "log.txt").open("a")
 
