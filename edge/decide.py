@@ -201,8 +201,7 @@ class Decider:
         ballot = self.ballots.get(track_id)
         if ballot is None:
             ballot = self.ballots[track_id] = Ballot()
-        cfg = self.config
-        ballot.follow(detection, cfg, timestamp)
+        ballot.follow(detection, self.config, timestamp)
         vote = vote_of(detection, self.config)
         if vote == 0:
             return

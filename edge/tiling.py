@@ -117,13 +117,12 @@ def detect_still(
     for level, level_windows in enumerate(still_windows(width, height, scales)):
         for x1, y1, x2, y2 in level_windows:
             limit = np.inf if level == 0 else TILE_FACE_MAX_PX * max(x2 - x1, y2 - y1) / input_size
-            found.append(
-                [
-                    d
-                    for d in _shifted(detect(image[y1:y2, x1:x2]), x1, y1)
-                    if max(d.box[2] - d.box[0], d.box[3] - d.box[1]) < limit
-                ]
-            )
+            small = [
+                d
+                for d in detect(image[y1:y2, x1:x2])
+                if max(d.box[2] - d.box[0], d.box[3] - d.box[1]) < limit
+            ]
+            found.append(_shifted(small, x1, y1))
             windows.append((x1, y1, x2, y2))
     merged = merge_windows(found, windows, width, height, nms_iou)
     return sorted(merged, key=lambda d: -d.score)[:max_detections]

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.anchors import iou_matrix
 from edge.detection import LABELS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -328,18 +329,12 @@ FACE_PHOTOS = REPO.parent / "shared" / "datasets" / "face-mask-853"
 
 def _faces_found(records: list[dict[str, object]], faces: list[tuple[np.ndarray, str]]) -> int:
     """Labelled faces that a detection of the same label boxes with IoU >= 0.5."""
-    found = 0
     dets = [d for r in records for d in r["detections"]]  # type: ignore[attr-defined]
-    for box, label in faces:
-        for d in dets:
-            x1, y1, x2, y2 = d["box"]
-            iw = max(0.0, min(x2, box[2]) - max(x1, box[0]))
-            ih = max(0.0, min(y2, box[3]) - max(y1, box[1]))
-            union = (x2 - x1) * (y2 - y1) + (box[2] - box[0]) * (box[3] - box[1]) - iw * ih
-            if d["label"] == label and iw * ih >= 0.5 * union:
-                found += 1
-                break
-    return found
+    if not dets:
+        return 0
+    ious = iou_matrix(np.array([box for box, _ in faces]), np.array([d["box"] for d in dets]))
+    same = np.array([[d["label"] == label for d in dets] for _, label in faces])
+    return int(((ious >= 0.5) & same).any(axis=1).sum())
 
 
 @pytest.mark.skipif(not FACE_PHOTOS.is_dir(), reason="needs ../shared/datasets (third-party data)")
