@@ -381,8 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true", help="never use an Edge TPU")
     p.add_argument(
         "--scales", type=_scales, metavar="N",
-        help="how many scales each photo is detected at, 1 to 4: the whole image, then grids "
-        "of 2 x 2 up to N x N overlapping tiles for small faces (default: the config's "
+        help="how many scales each photo is detected at, 1 to 4: 1 is the whole image once; "
+        "N adds grids of 2 x 2 up to N x N overlapping tiles for small faces and the whole "
+        "image zoomed out 2x and 4x for faces that fill much of it (default: the config's "
         "detector.photo_scales, 3)",
     )
     p.set_defaults(func=cmd_detect)

@@ -12,11 +12,12 @@ from conftest import camera_pipeline
 
 from edge.config.detector import DetectorConfig
 from edge.detect import Detector
-from edge.detection import FACE_NOT_VISIBLE, Detection
+from edge.detection import FACE_NOT_VISIBLE, FRONT_WITH_MASK, FRONT_WITHOUT_MASK, Detection
 from edge.tiling import (
     MIN_TILE_PX,
     STILL_OVERLAP,
     TILE_FACE_MAX_PX,
+    ZOOM_OUTS,
     detect_still,
     detect_tiled,
     still_windows,
@@ -58,6 +59,8 @@ def _fake_detector(
     calls: list[tuple[int, int]] = []
 
     def detect(crop: np.ndarray) -> list[Detection]:
+        if len(calls) == len(windows):  # detect_still's zoomed-out views: nothing seen there
+            return []
         ox, oy = windows[len(calls)][:2]
         h, w = crop.shape[:2]
         calls.append((ox, oy))
@@ -130,7 +133,7 @@ def test_a_face_across_seams_is_reported_once_from_the_whole_image() -> None:
     small = (20.0, 20.0, 36.0, 38.0)
     detect, calls = _still_detector([face, small], 640, 480, 3)
     found = detect_still(detect, frame, 3, 320, 0.45, 50)
-    assert len(calls) == 1 + 4 + 9
+    assert len(calls) == 1 + 4 + 9  # the zoomed-out views are not counted by the stand-in
     assert sorted(d.box for d in found) == sorted([face, small])
 
 
@@ -151,6 +154,41 @@ def test_tiles_keep_only_faces_small_in_their_input() -> None:
 
     found = detect_still(tiles_only, frame, 2, 320, 0.45, 50)
     assert [d.box for d in found] == [small]
+
+
+def test_a_face_too_large_for_one_pass_is_read_from_a_zoomed_out_view() -> None:
+    """A face 150 px in the whole-image input is taken from the 2x zoomed-out view (75 px
+    there), in the photo's own pixels; a face 50 px in the input stays the whole pass's. The
+    stand-in finds the bright patches of whatever it is given and labels them by the view: the
+    whole image reads both as masks, the zoomed-out views read both unmasked."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    large, medium = (170, 90, 470, 390), (20, 20, 120, 120)  # 150 and 50 px in the 320 input
+    for x1, y1, x2, y2 in (large, medium):
+        frame[y1:y2, x1:x2] = 255
+    views: list[tuple[int, int]] = []
+
+    def patches(crop: np.ndarray) -> list[Detection]:
+        views.append(crop.shape[:2])
+        count, _, stats, _ = cv2.connectedComponentsWithStats((crop[..., 0] > 127).astype(np.uint8))
+        whole = crop.shape[:2] == frame.shape[:2]
+        label = FRONT_WITH_MASK if whole else FRONT_WITHOUT_MASK
+        scores = (0.9, 0.0, 0.0) if whole else (0.0, 0.7, 0.0)
+        return [
+            Detection((x, y, x + w, y + h), label, max(scores), scores)
+            for x, y, w, h, _ in stats[1:count].tolist()
+        ]
+
+    found = {d.box[0] < 150: d for d in detect_still(patches, frame, 3, 320, 0.45, 50)}
+    assert len(views) == 1 + 4 + 9 + len(ZOOM_OUTS)
+    assert views[-len(ZOOM_OUTS):] == [(320, 320)] * len(ZOOM_OUTS)
+    assert found[False].label == FRONT_WITHOUT_MASK
+    assert found[False].box == pytest.approx(large, abs=2.5)
+    assert found[True].label == FRONT_WITH_MASK
+    assert found[True].box == pytest.approx(medium)
+    views.clear()
+    (one,) = [d for d in detect_still(patches, frame, 1, 320, 0.45, 50) if d.box[0] > 150]
+    assert views == [frame.shape[:2]]  # scales 1: one pass, the large face as it reads there
+    assert one.label == FRONT_WITH_MASK
 
 
 def test_a_still_gives_at_most_max_detections_best_first() -> None:

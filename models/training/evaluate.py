@@ -668,7 +668,7 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
 # Close-ups: each validation face of at least CLOSEUP_MIN_PX, cropped square around it so it
 # fills this share of the crop's side, and the crop scaled to CLOSEUP_SIDE px, as a portrait or
 # a door camera sees a face.
-CLOSEUP_FILLS = (0.35, 0.6)
+CLOSEUP_FILLS = (0.35, 0.6, 0.85)
 CLOSEUP_SIDE = 480
 CLOSEUP_MIN_PX = 24
 
