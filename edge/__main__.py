@@ -292,7 +292,7 @@ def cmd_track(args: argparse.Namespace) -> int:
     from edge.mot import track_mot
 
     try:
-        track_mot(args.mot, args.fps, args.min_score, sys.stdout)
+        track_mot(args.mot, args.fps, args.min_score, sys.stdout, steady=args.steady_boxes)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:  # reading det.txt
         print(f"{args.mot}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_NO_INPUT
@@ -392,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mot", type=Path, required=True, metavar="DET.txt")
     p.add_argument("--fps", type=float, required=True)
     p.add_argument("--min-score", type=float, default=0.0)
+    p.add_argument(
+        "--steady-boxes",
+        action="store_true",
+        help="write the tracker's steady (Kalman-smoothed) boxes, the ones the daemon follows "
+        "people by, instead of its sharp boxes (each frame's likeliest box)",
+    )
     p.set_defaults(func=cmd_track)
 
     return parser

@@ -7,8 +7,13 @@ the same code and defaults as `maskwatch run`, and writes MOTChallenge result ro
 daemon would have counted: a track that never got confirmed writes nothing.
 
 A track's rows from before its confirmation are held back and written once it is confirmed
-(the daemon, too, counts the person from its first look). A row's box is the tracker's Kalman
-estimate, the detection smoothed by the track's past. Frames on which a track was not detected
+(the daemon, too, counts the person from its first look). A row's box is the tracker's sharp
+box (TrackedHead.sharp_box): a result file is scored frame by frame against annotated boxes, so
+it gets the tracker's best guess of each frame's box, the detection smoothed by the track's
+past only as much as its detections have proven noisy (nearly unsmoothed for exact boxes such
+as annotations, as smoothed as the daemon's box for a detector as noisy as measurement_noise).
+`steady=True` (`--steady-boxes`) writes the filter's steadier estimate instead, the box the
+daemon follows people by and plans where to look with. Frames on which a track was not detected
 but found again within FILL_GAP_S seconds get a box interpolated between the detections either
 side of the gap; longer gaps and frames after a track's last detection get none. This only
 fills in boxes: which detection belongs to which person is exactly the tracker's online
@@ -135,6 +140,7 @@ def track_mot(
     *,
     make_tracker: TrackerFactory = Tracker,
     frame_size: tuple[float, float] | None = None,
+    steady: bool = False,
 ) -> int:
     """Track the detections of `det_path` and write confirmed tracks as MOTChallenge rows.
 
@@ -149,6 +155,7 @@ def track_mot(
         frame_size: the frame's (width, height), so that people who walk out of it end there
             (as the daemon's do); by default read from the sequence's seqinfo.ini
             (frame_size_of), unknown without one.
+        steady: write the filter's steady boxes (TrackedHead.box) instead of the sharp ones.
 
     Returns:
         The number of distinct ids written: the people counted.
@@ -172,6 +179,7 @@ def track_mot(
         for head in update.heads:
             held = pending.setdefault(head.track_id, _Pending())
             if head.detection is not None:
+                box = head.box if steady else head.sharp_box
                 # The track was there all along: fill the frames it was only predicted on by
                 # interpolating between the detections before and after a short gap.
                 last = held.last
@@ -179,11 +187,11 @@ def track_mot(
                     f0, b0 = last
                     for f in held.predicted:
                         w = (f - f0) / (frame - f0)
-                        box = tuple(p + w * (q - p) for p, q in zip(b0, head.box, strict=True))
-                        held.rows.append((f, box))  # type: ignore[arg-type]
+                        filled = tuple(p + w * (q - p) for p, q in zip(b0, box, strict=True))
+                        held.rows.append((f, filled))  # type: ignore[arg-type]
                 held.predicted.clear()
-                held.last = (frame, head.box)
-                held.rows.append((frame, head.box))
+                held.last = (frame, box)
+                held.rows.append((frame, box))
             else:
                 held.predicted.append(frame)
             if head.confirmed and held.rows:

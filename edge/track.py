@@ -17,12 +17,18 @@ track missed on the last detection frame whose predicted box has wholly left the
 that person walked out, and whoever walks in where they left gets an identity of their own.
 New tracks are tentative until min_hits detections; one that ends tentative is never a
 person. Every live track reports the filter's estimate of its box, steadier than the
-detector's own box (kept beside it).
+detector's own box (kept beside it), and a sharp box, which on a frame where the track was
+detected trusts the detection the more, the more reliable the track's detections have proven.
 
 The filter's process noise is in person heights (a head box is one 7.5th of a person: the
 prediction of a head may bend as much as the person does), and each track learns how noisy its
 own detections are, between min_measurement_noise and measurement_noise, so clean boxes are
-followed closely and jittery ones smoothed.
+followed closely and jittery ones smoothed. The sharp box is the same update with that learnt
+noise variance shrunk by its own fraction of measurement_noise squared: detections as noisy as
+measurement_noise are smoothed as much, detections that agree to min_measurement_noise (a fifth
+of it) are trusted 25 times more than the filter trusts them. Exact boxes (annotations) are
+then reported nearly as they are, while the steady box, which the daemon plans with, and the
+filter itself stay as they were.
 
 The tracker ignores the class label: a person whose label flickers between the three labels
 stays one track. Times are in seconds and distances in box heights, so the same settings work
@@ -88,7 +94,9 @@ _MIN_SIZE = 1.0
 _P00, _P01, _P11 = 8, 9, 10
 # The track's own measurement noise variance, relative to its height squared.
 _R = 11
-_STATE = 12
+# The sharp box (centre x, centre y, width, height) of the row's last detection frame.
+_SHARP = 12
+_STATE = 16
 # Centre x, centre y, width, height times this matrix is x1, y1, x2, y2 (one small matmul is
 # several times cheaper than slicing and concatenating).
 _CORNERS = np.array(
@@ -109,15 +117,22 @@ class TrackedHead:
         box: (x1, y1, x2, y2): the Kalman filter's estimate of the box on this frame, i.e.
             the matched detection's box smoothed by the track's past, or the prediction when
             no detection matched. Steadier than the raw detection, whose own box is in
-            `detection`.
+            `detection`: what to follow a person by.
         detection: the detection matched on this frame, None when the box is predicted.
         confirmed: whether the track has had enough detections to count as a person.
+        sharp_box: (x1, y1, x2, y2): where the person's box most likely is on this frame: on
+            a frame where the track was detected, the filter's update with the detection
+            trusted the more, the more closely the track's detections have agreed (nearly
+            the detection itself when they agree to min_measurement_noise, `box` when they
+            are as noisy as measurement_noise); `box` (the prediction) on any other frame.
+            What `maskwatch track --mot` writes, scored frame by frame against annotations.
     """
 
     track_id: int
     box: Box
     detection: Detection | None
     confirmed: bool
+    sharp_box: Box
 
 
 @dataclass(slots=True)
@@ -183,7 +198,8 @@ class Tracker:
         # Kalman state, one row per entry of _tracks, in one array so that rows are gathered
         # and scattered in one go: centre x, centre y, width, height, their 4 velocities, then
         # var(position), cov(position, velocity), var(velocity). All noise is proportional to
-        # the box height, the same on every axis, so the four axes share one covariance.
+        # the box height, the same on every axis, so the four axes share one covariance;
+        # then the track's learnt detection noise and its sharp box (TrackedHead.sharp_box).
         self._state = np.zeros((0, _STATE))
         # Whether the row was matched on the last detection frame (ByteTrack's "tracked").
         self._matched = np.zeros(0, dtype=bool)
@@ -343,8 +359,16 @@ class Tracker:
             # Two ufuncs: np.clip costs several times as much on arrays this small.
             np.maximum(learnt, cfg.min_measurement_noise**2, out=learnt)
             np.minimum(learnt, cfg.measurement_noise**2, out=learnt)
-        s = st[:, _R] * h2
-        s += st[:, _P00]
+        noise = st[:, _R] * h2
+        # The sharp box: the same update with the learnt noise variance times its own fraction
+        # of measurement_noise^2. Only the box reported beside the filter's estimate; the
+        # state (prediction, association, gating) does not see it.
+        sharp = st[:, _R] * (1.0 / cfg.measurement_noise**2)
+        sharp *= noise
+        sharp += st[:, _P00]
+        np.divide(st[:, _P00], sharp, out=sharp)
+        st[:, _SHARP : _SHARP + 4] = st[:, :4] + sharp[:, None] * y
+        s = noise + st[:, _P00]
         # Gains of position (k0) and velocity (k1), applied to all four axes in one product.
         gain = st[:, _P00 : _P01 + 1] / s[:, None]
         st[:, :8] += (gain[:, :, None] * y[:, None, :]).reshape(-1, 8)
@@ -371,6 +395,7 @@ class Tracker:
         new[:, _P00] = (cfg.measurement_noise * h) ** 2
         new[:, _P11] = (cfg.initial_velocity_std * h) ** 2
         new[:, _R] = cfg.measurement_noise**2
+        new[:, _SHARP : _SHARP + 4] = pos
         self._state = np.concatenate([self._state, new])
         self._matched = np.concatenate([self._matched, np.ones(k, dtype=bool)])
         self._hidden = np.concatenate([self._hidden, hidden])
@@ -585,13 +610,23 @@ class Tracker:
         self._last_box = self._last_box[keep]
 
     def _heads(self, detected: bool = True) -> list[TrackedHead]:
-        """The TrackedHead of every live track on this frame, with its filtered box.
+        """The TrackedHead of every live track on this frame, with its filtered and sharp box.
 
         detected=False (a frame the detector skipped): no head carries a detection, not even
-        the one its track matched on the last detected frame.
+        the one its track matched on the last detected frame, and the sharp box is the
+        prediction.
         """
+        st = self._state
         boxes = self._boxes().tolist()
+        if not detected or not len(st):
+            return [
+                TrackedHead(t.track_id, b := tuple(box), None, t.confirmed, b)
+                for t, box in zip(self._tracks, boxes, strict=True)
+            ]
+        # Rows detected on this frame report their update's sharp box, the others the prediction.
+        centres = np.where(self._matched[:, None], st[:, _SHARP : _SHARP + 4], st[:, :4])
+        sharp = (centres @ _CORNERS).tolist()
         return [
-            TrackedHead(t.track_id, tuple(b), t.detection if detected else None, t.confirmed)
-            for t, b in zip(self._tracks, boxes, strict=True)
+            TrackedHead(t.track_id, tuple(b), t.detection, t.confirmed, tuple(s))
+            for t, b, s in zip(self._tracks, boxes, sharp, strict=True)
         ]

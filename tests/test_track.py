@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from edge.config.tracker import TrackerConfig
 from edge.detection import FACE_NOT_VISIBLE, FRONT_WITH_MASK, FRONT_WITHOUT_MASK, Detection
-from edge.track import EndedTrack, Tracker, TrackUpdate
+from edge.track import EndedTrack, TrackedHead, Tracker, TrackUpdate
 
 FPS = 10.0
 
@@ -368,3 +368,69 @@ def test_person_seen_a_moment_ago_keeps_their_box_from_a_long_lost_track() -> No
 
     assert owner(TrackerConfig()) == 0  # A keeps their box
     assert owner(TrackerConfig(uncertainty_cost=0.0)) == 1  # overlap alone: B takes it
+
+
+def walk_with_wobbling_boxes(config: TrackerConfig) -> tuple[list[TrackedHead], list[Detection]]:
+    """A person 100 px tall walking at 60 px/s, boxed exactly: every third box is 6 px wider.
+
+    Like hand-made annotations, whose width wobbles from frame to frame: the boxes agree to a
+    few % of the height. Returns the heads and detections of the frames after the first 30,
+    once the track has learnt how noisy its detections are.
+    """
+    tracker = Tracker(config)
+    heads, dets = [], []
+    for k in range(60):
+        wobble = 3.0 if k % 3 == 0 else 0.0
+        x = 100 + 6.0 * k
+        d = Detection(
+            (x - wobble, 200.0, x + 80.0 + wobble, 300.0), FACE_NOT_VISIBLE, 0.9, (0.05, 0.05, 0.9)
+        )
+        (head,) = tracker.update([d], k / FPS).heads
+        assert head.detection is d
+        if k >= 30:
+            heads.append(head)
+            dets.append(d)
+    return heads, dets
+
+
+def offset(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """The largest difference between two boxes' corners."""
+    return max(abs(p - q) for p, q in zip(a, b, strict=True))
+
+
+def test_sharp_box_reports_reliable_detections_nearly_as_they_are() -> None:
+    # Boxes that agree with each other to a few % of the height are the person's place: the
+    # steady box smooths their wobble away (and with it the truth, when they are exact), the
+    # sharp box follows them.
+    heads, dets = walk_with_wobbling_boxes(TrackerConfig())
+    sharp = [offset(h.sharp_box, d.box) for h, d in zip(heads, dets, strict=True)]
+    steady = [offset(h.box, d.box) for h, d in zip(heads, dets, strict=True)]
+    assert np.mean(sharp) < 0.1  # px, on boxes 100 px high
+    assert np.mean(steady) > 0.3
+    # Without learning (every detection as noisy as measurement_noise) both are the filter's.
+    heads, _ = walk_with_wobbling_boxes(TrackerConfig(noise_adaptation=0))
+    assert all(h.sharp_box == pytest.approx(h.box) for h in heads)
+
+
+def test_sharp_box_of_noisy_detections_is_smoothed_like_the_box() -> None:
+    rng = np.random.default_rng(3)
+    tracker = Tracker(TrackerConfig())
+    raw_error, sharp_error = [], []
+    for k in range(60):  # boxes jittered by measurement_noise (5 %) in place and size
+        true_x = 100 + 8.0 * k
+        d = det(true_x + rng.normal(0, 2.0), 100 + rng.normal(0, 2.0), 40 + rng.normal(0, 2.0))
+        (head,) = tracker.update([d], k / FPS).heads
+        if k >= 10:
+            raw_error.append(abs(d.box[0] - true_x))
+            sharp_error.append(abs(head.sharp_box[0] - true_x))
+    assert np.mean(sharp_error) < 0.8 * np.mean(raw_error)
+
+
+def test_sharp_box_of_a_predicted_frame_is_the_prediction() -> None:
+    tracker = Tracker(TrackerConfig(min_hits=1))
+    for k in range(5):
+        tracker.update([det(100 + 10 * k, 100)], k / FPS)
+    (head,) = tracker.predict(5 / FPS).heads
+    assert head.sharp_box == head.box
+    (head,) = tracker.update([], 6 / FPS).heads
+    assert head.detection is None and head.sharp_box == head.box

@@ -29,8 +29,9 @@ numpy<2 but runs on numpy 2: `pip install --no-deps norfair==2.3.0`. A peer that
 installed is skipped and named under the table.
 
 maskwatch's rows are those of `maskwatch track --mot`: confirmed tracks only, held-back rows of
-a track written once it is confirmed, Kalman-smoothed boxes, gaps of up to 1 s between two
-detections of a track interpolated.
+a track written once it is confirmed, the tracker's sharp boxes (the detection smoothed only as
+much as the track's detections have proven noisy), gaps of up to 1 s between two detections of
+a track interpolated.
 
 Exit code 0 after printing; 2 when the data or a required metric package is missing.
 """
