@@ -24,6 +24,8 @@ from edge.detection import Detection
 from edge.layout import Window
 from edge.postprocess import nms
 
+Box = tuple[float, float, float, float]
+
 # A box within this many pixels of a tile's inner edge is cut by it.
 EDGE_PX = 2
 
@@ -143,24 +145,19 @@ def _side(det: Detection) -> float:
     return max(det.box[2] - det.box[0], det.box[3] - det.box[1])
 
 
-def detect_still(
+def _mirrored(box: Box, width: int) -> Box:
+    """A box of an image flipped left to right, in the unflipped image's pixels."""
+    return (width - box[2], box[1], width - box[0], box[3])
+
+
+def _still_views(
     detect: Callable[[np.ndarray], list[Detection]],
     image: np.ndarray,
     scales: int,
     input_size: int,
-    nms_iou: float,
-    max_detections: int,
-) -> list[Detection]:
-    """Faces of every size in a still image: the whole image, finer grids of tiles, zoomed out.
-
-    scales 1 is one pass over the whole image. From 2, each tile keeps the faces smaller than
-    TILE_FACE_MAX_PX in its model input, and the whole image is also detected zoomed out
-    (ZOOM_OUTS) for the faces too large for one pass. All are merged as tiles are (a box cut by
-    a tile's edge is dropped, the whole image holds it), and the max_detections best are
-    returned, best first.
-    """
+) -> tuple[list[list[Detection]], list[Window]]:
+    """The faces each view of detect_still keeps (image pixels), and each view's window."""
     height, width = image.shape[:2]
-    whole = (0, 0, width, height)
     windows: list[Window] = []
     found: list[list[Detection]] = []
     # Image pixels per model-input pixel on the whole-image pass.
@@ -180,7 +177,36 @@ def detect_still(
             high = np.inf if k == len(ZOOM_OUTS) - 1 else LARGE_FACE_PX * factor * per_input_px
             dets = _zoomed_out(detect, image, factor, input_size)
             found.append([d for d in dets if low <= _side(d) < high])
-            windows.append(whole)
+            windows.append((0, 0, width, height))
+    return found, windows
+
+
+def detect_still(
+    detect: Callable[[np.ndarray], list[Detection]],
+    image: np.ndarray,
+    scales: int,
+    input_size: int,
+    nms_iou: float,
+    max_detections: int,
+    mirror: bool = False,
+) -> list[Detection]:
+    """Faces of every size in a still image: the whole image, finer grids of tiles, zoomed out.
+
+    scales 1 is one pass over the whole image. From 2, each tile keeps the faces smaller than
+    TILE_FACE_MAX_PX in its model input, and the whole image is also detected zoomed out
+    (ZOOM_OUTS) for the faces too large for one pass. With mirror, every view is detected a
+    second time flipped left to right: a face's two readings differ, and NMS keeps the more
+    confident. All are merged as tiles are (a box cut by a tile's edge is dropped, the whole
+    image holds it), and the max_detections best are returned, best first.
+    """
+    height, width = image.shape[:2]
+    found, windows = _still_views(detect, image, scales, input_size)
+    if mirror:
+        flipped, flipped_windows = _still_views(
+            detect, np.ascontiguousarray(image[:, ::-1]), scales, input_size
+        )
+        found += [[replace(d, box=_mirrored(d.box, width)) for d in f] for f in flipped]
+        windows += [(width - x2, y1, width - x1, y2) for x1, y1, x2, y2 in flipped_windows]
     merged = merge_windows(found, windows, width, height, nms_iou)
     return sorted(merged, key=lambda d: -d.score)[:max_detections]
 

@@ -361,7 +361,9 @@ def test_detect_tiles_find_small_faces_that_one_pass_misses(tmp_path: Path) -> N
     image_list.write_text(f"{tmp_path / 'collage.png'}\n")
 
     tiled = maskwatch("detect", "--json", "--image-list", image_list, "--cpu")
-    single = maskwatch("detect", "--json", "--image-list", image_list, "--cpu", "--scales", "1")
+    single = maskwatch(
+        "detect", "--json", "--image-list", image_list, "--cpu", "--scales", "1", "--no-mirror"
+    )
     assert tiled.returncode == single.returncode == EXIT_OK, tiled.stderr + single.stderr
     found_tiled = _faces_found(parse_json_lines(tiled.stdout), faces)
     found_single = _faces_found(parse_json_lines(single.stdout), faces)

@@ -191,6 +191,40 @@ def test_a_face_too_large_for_one_pass_is_read_from_a_zoomed_out_view() -> None:
     assert one.label == FRONT_WITH_MASK
 
 
+def test_a_mirrored_view_reads_each_face_again_in_the_photos_own_pixels() -> None:
+    """With mirror, every view is detected twice, the second time flipped left to right, and a
+    face's more confident reading wins, its box back in the photo's pixels. The stand-in reads
+    a bright patch whose left edge is brighter than its right as unmasked (0.9), else masked
+    (0.5): only the flipped view sees the patch that way round."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    face = (100, 200, 140, 240)  # 20 px in the whole image's 320 input: every view keeps it
+    frame[200:240, 100:140] = np.linspace(120, 250, 40, dtype=np.uint8)[None, :, None]
+    views = 0
+
+    def read(crop: np.ndarray) -> list[Detection]:
+        nonlocal views
+        views += 1
+        ys, xs = np.nonzero(crop[..., 0] > 60)
+        if not len(xs) or xs.min() == 0 or xs.max() == crop.shape[1] - 1:
+            return []  # no patch, or only a piece of it at the crop's edge
+        row = crop[int(ys.mean()), xs.min() : xs.max() + 1, 0].astype(int)
+        unmasked = row[0] > row[-1]
+        label = FRONT_WITHOUT_MASK if unmasked else FRONT_WITH_MASK
+        score = 0.9 if unmasked else 0.5
+        scores = (0.0, score, 0.0) if unmasked else (score, 0.0, 0.0)
+        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        return [Detection(box, label, score, scores)]
+
+    (plain,) = detect_still(read, frame, 2, 320, 0.45, 50)
+    single = views
+    assert plain.label == FRONT_WITH_MASK
+    views = 0
+    (mirrored,) = detect_still(read, frame, 2, 320, 0.45, 50, mirror=True)
+    assert views == 2 * single
+    assert mirrored.label == FRONT_WITHOUT_MASK and mirrored.score == 0.9
+    assert mirrored.box == pytest.approx(face, abs=1)
+
+
 def test_a_still_gives_at_most_max_detections_best_first() -> None:
     frame = np.zeros((480, 640, 3), np.uint8)
     heads = [(20.0 + 40 * i, 200.0 + 3 * i, 36.0 + 40 * i, 218.0 + 3 * i) for i in range(15)]

@@ -191,6 +191,7 @@ class OurModelOnStills:
         """The same Detector as ours, at the config's default photo_scales."""
         self.ours = ours
         self.scales = int(DetectorConfig.model_fields["photo_scales"].default)
+        self.mirror = bool(DetectorConfig.model_fields["photo_mirror"].default)
         self.operating_threshold = ours.operating_threshold
         self.operating_source = ours.operating_source
 
@@ -205,6 +206,7 @@ class OurModelOnStills:
                 self.ours.input_size,
                 config.nms_iou,
                 config.max_detections,
+                mirror=self.mirror,
             )
         )
 
