@@ -391,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--no-mirror", action="store_true",
-        help="do not also detect each view flipped left to right (half the inferences; the "
-        "config's detector.photo_mirror)",
+        help="do not also detect the whole image and its zoomed-out views flipped left to "
+        "right (the config's detector.photo_mirror)",
     )
     p.set_defaults(func=cmd_detect)
 

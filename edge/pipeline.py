@@ -29,10 +29,10 @@ from edge.decide import Decider
 from edge.detect import Detector
 from edge.detection import Detection
 from edge.events import PersonEvent
-from edge.layout import Placement, Window, letterboxed
+from edge.layout import Placement, Window, letterboxed, mosaic
 from edge.motion import THUMBNAIL_WIDTH, MotionGate
 from edge.regions import Box, Head, RegionPlanner
-from edge.tiling import merge_windows, tile_windows
+from edge.tiling import LARGE_FACE_PX, ZOOMED_MIN_PX, merge_windows, tile_windows
 from edge.track import EndedTrack, TrackedHead, Tracker
 
 FrameClock = Callable[[float], datetime]
@@ -43,6 +43,28 @@ PLAN_LAG = 2
 # Motion thumbnail width (pixels) when regions use it: 160 x 120 for a 4:3 camera, so that a
 # person 40 px wide in a 768 px frame is 8 thumbnail pixels wide.
 REGION_MOTION_WIDTH = 160
+
+
+# camera.zoom_out_large_heads: the zoomed-out view is the frame in one cell of a mosaic this many
+# cells wide (2: half the size). The whole-frame view keeps heads under LARGE_FACE_PX in its
+# input, the zoomed-out one those from ZOOMED_MIN_PX in its own, as `maskwatch detect` does.
+ZOOM_OUT_GRID = 2
+
+
+def _by_size(
+    found: Sequence[Sequence[Detection]], inputs: Sequence[Sequence[Placement]]
+) -> list[list[Detection]]:
+    """The whole-frame view's small heads and the zoomed-out view's large ones (in input px)."""
+
+    def side(det: Detection, placement: Placement) -> float:
+        return max(det.box[2] - det.box[0], det.box[3] - det.box[1]) * placement.scale
+
+    whole, zoomed = inputs[0][0], inputs[-1][0]
+    return [
+        [d for d in found[0] if side(d, whole) < LARGE_FACE_PX],
+        *[list(f) for f in found[1:-1]],
+        [d for d in found[-1] if side(d, zoomed) >= ZOOMED_MIN_PX],
+    ]
 
 
 def wall_clock(timestamp: float) -> datetime:
@@ -79,11 +101,14 @@ class FramePlan:
         index: the frame's number in this pipeline, from 0.
         detect: whether the detector runs (False: skipped by detect_every_n or motion).
         inputs: the model inputs, each the windows of the frame placed in it.
+        zoomed_out: whether the last input is the whole frame zoomed out for large heads
+            (camera.zoom_out_large_heads), the first the whole frame as usual.
     """
 
     index: int
     detect: bool
     inputs: list[list[Placement]] = field(default_factory=list)
+    zoomed_out: bool = False
 
     @property
     def windows(self) -> list[Window]:
@@ -164,7 +189,22 @@ class CameraPipeline:
             regions = self.regions.plan(w, h, heads, moving)
             return FramePlan(index, True, self.regions.inputs(regions))
         size = self.detector.input_size
-        return FramePlan(index, True, [letterboxed(win, size) for win in self._tiles(w, h)])
+        inputs = [letterboxed(win, size) for win in self._tiles(w, h)]
+        if self._zoom_out_due(heads, w, h):
+            # The whole frame in one cell of a 2 x 2 mosaic: half the size, the rest black.
+            inputs.append(mosaic([(0, 0, w, h)], size, ZOOM_OUT_GRID))
+            return FramePlan(index, True, inputs, zoomed_out=True)
+        return FramePlan(index, True, inputs)
+
+    def _zoom_out_due(self, heads: list[Head], width: int, height: int) -> bool:
+        """Whether a tracked head is large enough in a whole-frame input for the zoomed-out
+        view to read it (camera.zoom_out_large_heads)."""
+        tiles = self.camera.tiles
+        if not self.camera.zoom_out_large_heads or tiles.columns * tiles.rows > 1:
+            return False
+        per_input_px = self.detector.input_size / max(width, height)
+        least = ZOOMED_MIN_PX * ZOOM_OUT_GRID / per_input_px
+        return any(max(h.box[2] - h.box[0], h.box[3] - h.box[1]) >= least for h in heads)
 
     def complete(
         self,
@@ -181,6 +221,8 @@ class CameraPipeline:
         if plan.detect:
             h, w = image.shape[:2]
             nms_iou = self.detector.config.nms_iou
+            if plan.zoomed_out:
+                found = _by_size(found, plan.inputs)
             cut = self.regions is not None
             heads = merge_windows(found, plan.windows, w, h, nms_iou, drop_cut=cut)
             update = self.tracker.update(heads, timestamp, (w, h))

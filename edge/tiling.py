@@ -155,14 +155,19 @@ def _still_views(
     image: np.ndarray,
     scales: int,
     input_size: int,
+    tiles: bool = True,
 ) -> tuple[list[list[Detection]], list[Window]]:
-    """The faces each view of detect_still keeps (image pixels), and each view's window."""
+    """The faces each view of detect_still keeps (image pixels), and each view's window.
+
+    tiles=False leaves the grids of tiles out: the whole image and its zoomed-out views only.
+    """
     height, width = image.shape[:2]
     windows: list[Window] = []
     found: list[list[Detection]] = []
     # Image pixels per model-input pixel on the whole-image pass.
     per_input_px = max(width, height) / input_size
-    for level, level_windows in enumerate(still_windows(width, height, scales)):
+    levels = still_windows(width, height, scales)
+    for level, level_windows in enumerate(levels if tiles else levels[:1]):
         for x1, y1, x2, y2 in level_windows:
             if level == 0:
                 limit = np.inf if scales == 1 else LARGE_FACE_PX * per_input_px
@@ -194,16 +199,18 @@ def detect_still(
 
     scales 1 is one pass over the whole image. From 2, each tile keeps the faces smaller than
     TILE_FACE_MAX_PX in its model input, and the whole image is also detected zoomed out
-    (ZOOM_OUTS) for the faces too large for one pass. With mirror, every view is detected a
-    second time flipped left to right: a face's two readings differ, and NMS keeps the more
-    confident. All are merged as tiles are (a box cut by a tile's edge is dropped, the whole
-    image holds it), and the max_detections best are returned, best first.
+    (ZOOM_OUTS) for the faces too large for one pass. With mirror, the whole image and its
+    zoomed-out views are detected a second time flipped left to right: a face's two readings
+    differ, and NMS keeps the more confident (tiles are not mirrored: their small faces gain
+    less than the false alarms that a second look at a crowd adds). All are merged as tiles
+    are (a box cut by a tile's edge is dropped, the whole image holds it), and the
+    max_detections best are returned, best first.
     """
     height, width = image.shape[:2]
     found, windows = _still_views(detect, image, scales, input_size)
     if mirror:
         flipped, flipped_windows = _still_views(
-            detect, np.ascontiguousarray(image[:, ::-1]), scales, input_size
+            detect, np.ascontiguousarray(image[:, ::-1]), scales, input_size, tiles=False
         )
         found += [[replace(d, box=_mirrored(d.box, width)) for d in f] for f in flipped]
         windows += [(width - x2, y1, width - x1, y2) for x1, y1, x2, y2 in flipped_windows]

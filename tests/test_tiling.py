@@ -191,9 +191,10 @@ def test_a_face_too_large_for_one_pass_is_read_from_a_zoomed_out_view() -> None:
     assert one.label == FRONT_WITH_MASK
 
 
-def test_a_mirrored_view_reads_each_face_again_in_the_photos_own_pixels() -> None:
-    """With mirror, every view is detected twice, the second time flipped left to right, and a
-    face's more confident reading wins, its box back in the photo's pixels. The stand-in reads
+def test_a_mirrored_whole_view_reads_each_face_again_in_the_photos_own_pixels() -> None:
+    """With mirror, the whole image and its zoomed-out views (not the tiles) are detected a
+    second time flipped left to right, and a face's more confident reading wins, its box back
+    in the photo's pixels. The stand-in reads
     a bright patch whose left edge is brighter than its right as unmasked (0.9), else masked
     (0.5): only the flipped view sees the patch that way round."""
     frame = np.zeros((480, 640, 3), np.uint8)
@@ -220,7 +221,7 @@ def test_a_mirrored_view_reads_each_face_again_in_the_photos_own_pixels() -> Non
     assert plain.label == FRONT_WITH_MASK
     views = 0
     (mirrored,) = detect_still(read, frame, 2, 320, 0.45, 50, mirror=True)
-    assert views == 2 * single
+    assert views == single + 1 + len(ZOOM_OUTS)
     assert mirrored.label == FRONT_WITHOUT_MASK and mirrored.score == 0.9
     assert mirrored.box == pytest.approx(face, abs=1)
 

@@ -200,6 +200,18 @@ class CameraConfig(BaseModel):
         ge=1,
         description="Run the detector on every n-th captured frame (1 = every frame).",
     )
+    zoom_out_large_heads: bool = Field(
+        True,
+        description=(
+            "Whole-frame detection only (no tiles, no regions): while a tracked head is 80 px "
+            "or more in the model's input (a door camera, someone walking up close), each "
+            "frame is also detected shrunk 2x into a corner of the input, and heads of 96 px "
+            "or more in the input are read from that view. The model reads large faces better "
+            "smaller: unmasked faces filling most of the picture read as masks far more often "
+            "in one pass (models/MODEL_CARD.md, \"Close-ups\"). One more inference on those "
+            "frames only; false spends one inference a frame whatever the heads' size."
+        ),
+    )
     motion: MotionConfig = Field(
         default_factory=MotionConfig,
         description="Motion gating: skip the detector on frames where nothing moves.",

@@ -111,16 +111,17 @@ class DetectorConfig(BaseModel):
             "faces under 64 px in the model's input, for the small faces of a crowd or street "
             "photo, and the whole photo zoomed out 2x and 4x, for faces over 96 px in the "
             "model's input (a portrait, a door camera), which the model reads best smaller. "
-            "The default 3 takes 16 inferences a photo, 32 with photo_mirror."
+            "The default 3 takes 16 inferences a photo, 19 with photo_mirror."
         ),
     )
     photo_mirror: bool = Field(
         True,
         description=(
-            "Still photos only (`maskwatch detect`): also detect every view of a photo "
-            "flipped left to right and keep the more confident reading of each face. Twice "
-            "the inferences; the two readings of a face differ most where the model is least "
-            "sure (face-mask-853 validation no-mask AP50 0.648 against 0.624)."
+            "Still photos only (`maskwatch detect`): also detect the whole photo and its "
+            "zoomed-out views flipped left to right, and keep the more confident reading of "
+            "each face: the two readings differ most where the model is least sure. Three "
+            "more inferences a photo (at photo_scales 3: 19 in all); tiles are not mirrored, "
+            "since a second look at a crowd's small faces adds more false alarms than faces."
         ),
     )
     threads: int = Field(
