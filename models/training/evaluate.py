@@ -47,14 +47,9 @@ import cv2
 import numpy as np
 
 from edge.anchors import iou_matrix
-from edge.config.camera import CameraConfig
-from edge.config.decide import DecideConfig
 from edge.config.detector import DetectorConfig
-from edge.config.tracker import TrackerConfig
 from edge.detect import Detector, ModelError
 from edge.detection import Detection
-from edge.events import PersonEvent
-from edge.pipeline import CameraPipeline, footage_clock
 from edge.postprocess import nms
 from edge.tiling import detect_still
 from models.training import eval_sources
@@ -751,10 +746,8 @@ def closeup_section(models: Sequence[Contender], val: Sequence[Sample]) -> list[
     ]
 
 
-# A door camera: each close-up held DOOR_FRAMES frames at 10 fps in front of the camera
-# pipeline (default tracker and vote), as someone stands at a door.
+# A door camera: each close-up at this fill held before the camera pipeline.
 DOOR_FILL = 0.85
-DOOR_FRAMES = 15
 
 
 def door_section(detector: Detector, val: Sequence[Sample]) -> list[str]:
@@ -766,17 +759,9 @@ def door_section(detector: Detector, val: Sequence[Sample]) -> list[str]:
         tally: dict[int, Counter[str]] = {MASK: Counter(), NO_MASK: Counter()}
         inferences = 0
         for sample, image in shots:
-            events: list[PersonEvent] = []
-            camera = CameraConfig(name="door", source="door", zoom_out_large_heads=zoom)
-            pipeline = CameraPipeline(
-                camera, detector, TrackerConfig(), DecideConfig(), events.append,
-                footage_clock(datetime(2026, 1, 1, tzinfo=timezone.utc)),
-            )
-            for n in range(DOOR_FRAMES):
-                inferences += len(pipeline.process(image, n / 10).inference_ms)
-            pipeline.finish()
+            decided, spent = eval_sources.held_decisions(detector, image, zoom)
+            inferences += sum(spent)
             truth = int(sample.labels[sample.labels != IGNORE][0])
-            decided = [e.decision for e in events]
             right = [d for d in decided if truths.get(d) == truth]
             wrong = [d for d in decided if d in truths and truths[d] != truth]
             tally[truth].update(
@@ -788,7 +773,7 @@ def door_section(detector: Detector, val: Sequence[Sample]) -> list[str]:
                 }
             )
         name = "zoomed-out view for large heads (default)" if zoom else "one pass a frame"
-        per_frame = inferences / (len(shots) * DOOR_FRAMES)
+        per_frame = inferences / (len(shots) * eval_sources.HELD_FRAMES)
         for truth, label in ((MASK, "masked"), (NO_MASK, "unmasked")):
             t = tally[truth]
             n = sum(1 for s, _ in shots if s.labels[s.labels != IGNORE][0] == truth)
@@ -799,7 +784,8 @@ def door_section(detector: Detector, val: Sequence[Sample]) -> list[str]:
     return [
         "## Door camera: close-ups through the camera pipeline",
         "",
-        f"Each close-up at {DOOR_FILL:.0%} (above) held for {DOOR_FRAMES} frames at 10 fps "
+        f"Each close-up at {DOOR_FILL:.0%} (above) held for {eval_sources.HELD_FRAMES} frames "
+        "at 10 fps "
         "before the daemon's camera pipeline (whole frame, default tracker and vote). Right: "
         "decided with its own label and never the other; wrong: decided with the other label "
         "at least once; twice: counted as more than one person; none: nobody counted.",
