@@ -229,6 +229,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         update["photo_scales"] = args.scales
     if args.no_mirror:
         update["photo_mirror"] = False
+    # A photo's cap, per view and in all, is the photo one (crowds hold more than a frame).
+    update["max_detections"] = config.detector.photo_max_detections
     detector_config = config.detector.model_copy(update=update)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:

@@ -370,6 +370,30 @@ def test_detect_tiles_find_small_faces_that_one_pass_misses(tmp_path: Path) -> N
     assert found_tiled > found_single, (found_tiled, found_single, len(faces))
 
 
+@pytest.mark.skipif(not FACE_PHOTOS.is_dir(), reason="needs ../shared/datasets (third-party data)")
+def test_detect_keeps_a_crowds_faces_past_the_cameras_cap(tmp_path: Path) -> None:
+    """A face-mask-853 photo of a crowd (the one with the most labelled faces) holds more faces
+    than a camera frame's cap of 50: at a low score threshold the command keeps more of them,
+    up to detector.photo_max_detections, and a config can lower that."""
+    from models.training.data import face_mask_split
+
+    train, val = face_mask_split(FACE_PHOTOS)
+    crowd = max(train + val, key=lambda s: len(s.boxes))
+    assert len(crowd.boxes) > 50
+    image_list = tmp_path / "images.txt"
+    image_list.write_text(f"{crowd.image_path}\n")
+    config = tmp_path / "photos.yaml"
+    config.write_text("device: t1\ndetector:\n  photo_max_detections: 40\n")
+    args = ("detect", "--json", "--image-list", image_list, "--cpu", "--score-threshold", "0.05")
+    default = maskwatch(*args)
+    lowered = maskwatch(*args, "--config", config)
+    assert default.returncode == lowered.returncode == EXIT_OK, default.stderr + lowered.stderr
+    found: list[object] = parse_json_lines(default.stdout)[0]["detections"]  # type: ignore[assignment]
+    capped: list[object] = parse_json_lines(lowered.stdout)[0]["detections"]  # type: ignore[assignment]
+    assert 50 < len(found) <= 300
+    assert capped == found[:40]  # the best 40, best first
+
+
 @pytest.mark.parametrize("scales", ["0", "5", "-1", "2.5", "two"])
 def test_detect_refuses_a_bad_number_of_scales(tmp_path: Path, scales: str) -> None:
     image_list = tmp_path / "images.txt"

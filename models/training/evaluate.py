@@ -189,8 +189,11 @@ class OurModelOnStills:
     labels: tuple[int, ...] = (MASK, NO_MASK, NOT_VISIBLE)
 
     def __init__(self, ours: OurModel) -> None:
-        """The same Detector as ours, at the config's default photo_scales."""
-        self.ours = ours
+        """Ours with the config's default photo settings (its own Detector: the photo cap)."""
+        cap = int(DetectorConfig.model_fields["photo_max_detections"].default)
+        self.config = ours.config.model_copy(update={"max_detections": cap})
+        self.detector = Detector(self.config)
+        self.input_size = ours.input_size
         self.scales = int(DetectorConfig.model_fields["photo_scales"].default)
         self.mirror = bool(DetectorConfig.model_fields["photo_mirror"].default)
         self.operating_threshold = ours.operating_threshold
@@ -198,13 +201,13 @@ class OurModelOnStills:
 
     def detect(self, bgr: np.ndarray) -> Dets:
         """edge.tiling.detect_still, capped at max_detections as the command is."""
-        config, detector = self.ours.config, self.ours.detector
+        config, detector = self.config, self.detector
         return as_dets(
             detect_still(
                 detector.detect,
                 bgr,
                 self.scales,
-                self.ours.input_size,
+                self.input_size,
                 config.nms_iou,
                 config.max_detections,
                 mirror=self.mirror,
