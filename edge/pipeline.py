@@ -46,9 +46,11 @@ REGION_MOTION_WIDTH = 160
 
 
 # camera.zoom_out_large_heads: the zoomed-out view is the frame in one cell of a mosaic this many
-# cells wide (2: half the size). The whole-frame view keeps heads under LARGE_FACE_PX in its
-# input, the zoomed-out one those from ZOOMED_MIN_PX in its own, as `maskwatch detect` does.
+# cells wide (2: half the size). It is added while a tracked head is ZOOM_OUT_FROM_PX or more in
+# a whole-frame input; the whole-frame view then keeps heads under LARGE_FACE_PX in its input,
+# the zoomed-out one those from ZOOM_OUT_FROM_PX in the whole frame's (so the two overlap).
 ZOOM_OUT_GRID = 2
+ZOOM_OUT_FROM_PX = 2 * ZOOMED_MIN_PX
 
 
 def _by_size(
@@ -63,7 +65,7 @@ def _by_size(
     return [
         [d for d in found[0] if side(d, whole) < LARGE_FACE_PX],
         *[list(f) for f in found[1:-1]],
-        [d for d in found[-1] if side(d, zoomed) >= ZOOMED_MIN_PX],
+        [d for d in found[-1] if side(d, zoomed) * ZOOM_OUT_GRID >= ZOOM_OUT_FROM_PX],
     ]
 
 
@@ -203,7 +205,7 @@ class CameraPipeline:
         if not self.camera.zoom_out_large_heads or tiles.columns * tiles.rows > 1:
             return False
         per_input_px = self.detector.input_size / max(width, height)
-        least = ZOOMED_MIN_PX * ZOOM_OUT_GRID / per_input_px
+        least = ZOOM_OUT_FROM_PX / per_input_px
         return any(max(h.box[2] - h.box[0], h.box[3] - h.box[1]) >= least for h in heads)
 
     def complete(

@@ -316,7 +316,9 @@ def held_decisions(
     return [e.decision for e in events], inferences
 
 
-def large_heads_section(runs: Sequence[SourceRun], model: Any) -> list[str]:
+def large_heads_section(
+    runs: Sequence[SourceRun], model: Any, appliance: Detector
+) -> list[str]:
     """Backs of heads kept out of training, zoomed large: what the model reads them as.
 
     A large back of a head read as a mask is a known failure of weaker models: here every
@@ -370,7 +372,7 @@ def large_heads_section(runs: Sequence[SourceRun], model: Any) -> list[str]:
     for zoom in (True, False):
         decided: Counter[str] = Counter()
         for bgr, box in heads:
-            got, _ = held_decisions(model.detector, zoomed(bgr, box, px)[0], zoom)
+            got, _ = held_decisions(appliance, zoomed(bgr, box, px)[0], zoom)
             decided.update(got or ["nobody"])
         name = "zoomed-out view for large heads (default)" if zoom else "one pass a frame"
         lines.append(
@@ -447,8 +449,10 @@ def pipeline_section(shared: Path, model_path: Path) -> list[str]:
     return [*lines, ""]
 
 
-def sections(shared: Path, models: Sequence[Any], ours: Any, model_path: Path) -> list[str]:
-    """All of this module's report sections."""
+def sections(
+    shared: Path, models: Sequence[Any], ours: Any, model_path: Path, appliance: Detector
+) -> list[str]:
+    """All of this module's report sections; appliance is the detector at the daemon's settings."""
     runs = run_sources(shared, models)
     if not runs:
         return ["(no labelled sources: models/training/labels/ is empty)", ""]
@@ -456,7 +460,7 @@ def sections(shared: Path, models: Sequence[Any], ours: Any, model_path: Path) -
         *ap_section(runs, models),
         *size_section(runs, ours),
         *not_visible_section(runs, ours),
-        *large_heads_section(runs, ours),
+        *large_heads_section(runs, ours, appliance),
         *confusion_section(runs, ours),
         *pipeline_section(shared, model_path),
     ]

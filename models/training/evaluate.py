@@ -575,6 +575,9 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
     bearded = load_bearded(BEARDED_FILE, val)
     ours = OurModel(model_path.resolve(), threads)
     stills = OurModelOnStills(ours)
+    # The daemon's own settings (ours runs at a low threshold for AP) for the pipeline checks.
+    threshold = {"score_threshold": ours.operating_threshold}
+    appliance = Detector(ours.config.model_copy(update=threshold))
     models: list[Contender] = [ours, stills, Aizoo(shared, threads), MobileDet(shared, threads)]
 
     runs = {m.name: run_images(m, val) for m in models}
@@ -656,8 +659,8 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
 
     lines += beard_section(models, val, runs, bearded)
     lines += closeup_section(models, val)
-    lines += door_section(ours.detector, val)
-    lines += eval_sources.sections(shared, models, ours, model_path.resolve())
+    lines += door_section(appliance, val)
+    lines += eval_sources.sections(shared, models, ours, model_path.resolve(), appliance)
     lines += [
         "",
         f"Evaluation time: {time.perf_counter() - started:.0f} s"
