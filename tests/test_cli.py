@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from edge.anchors import iou_matrix
+from edge.config.detector import DetectorConfig
 from edge.detection import LABELS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -230,8 +231,8 @@ def test_detect_prints_one_json_line_per_image(tmp_path: Path) -> None:
         height, width = image.shape[:2]
         detections = record["detections"]
         assert isinstance(detections, list)
-        # With no score threshold any model proposes heads, at most max_detections of them.
-        assert 1 <= len(detections) <= 50
+        # With no score threshold any model proposes heads, at most a photo's cap of them.
+        assert 1 <= len(detections) <= DetectorConfig().photo_max_detections
         for det in detections:
             assert_detection_sane(det, width, height, floor=0.0)
 
