@@ -32,7 +32,13 @@ from edge.events import PersonEvent
 from edge.layout import Placement, Window, letterboxed, mosaic
 from edge.motion import THUMBNAIL_WIDTH, MotionGate
 from edge.regions import Box, Head, RegionPlanner
-from edge.tiling import LARGE_FACE_PX, ZOOMED_MIN_PX, merge_windows, tile_windows
+from edge.tiling import (
+    LARGE_FACE_PX,
+    ZOOMED_MIN_PX,
+    longer_side,
+    merge_windows,
+    tile_windows,
+)
 from edge.track import EndedTrack, TrackedHead, Tracker
 
 FrameClock = Callable[[float], datetime]
@@ -56,16 +62,13 @@ ZOOM_OUT_FROM_PX = 2 * ZOOMED_MIN_PX
 def _by_size(
     found: Sequence[Sequence[Detection]], inputs: Sequence[Sequence[Placement]]
 ) -> list[list[Detection]]:
-    """The whole-frame view's small heads and the zoomed-out view's large ones (in input px)."""
-
-    def side(det: Detection, placement: Placement) -> float:
-        return max(det.box[2] - det.box[0], det.box[3] - det.box[1]) * placement.scale
-
-    whole, zoomed = inputs[0][0], inputs[-1][0]
+    """The whole-frame view's small heads and the zoomed-out view's large ones, both measured
+    in the whole-frame input's pixels."""
+    scale = inputs[0][0].scale
     return [
-        [d for d in found[0] if side(d, whole) < LARGE_FACE_PX],
+        [d for d in found[0] if longer_side(d.box) * scale < LARGE_FACE_PX],
         *[list(f) for f in found[1:-1]],
-        [d for d in found[-1] if side(d, zoomed) * ZOOM_OUT_GRID >= ZOOM_OUT_FROM_PX],
+        [d for d in found[-1] if longer_side(d.box) * scale >= ZOOM_OUT_FROM_PX],
     ]
 
 
@@ -204,9 +207,8 @@ class CameraPipeline:
         tiles = self.camera.tiles
         if not self.camera.zoom_out_large_heads or tiles.columns * tiles.rows > 1:
             return False
-        per_input_px = self.detector.input_size / max(width, height)
-        least = ZOOM_OUT_FROM_PX / per_input_px
-        return any(max(h.box[2] - h.box[0], h.box[3] - h.box[1]) >= least for h in heads)
+        scale = self.detector.input_size / max(width, height)
+        return any(longer_side(h.box) * scale >= ZOOM_OUT_FROM_PX for h in heads)
 
     def complete(
         self,

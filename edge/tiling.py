@@ -140,9 +140,9 @@ def _zoomed_out(
     ]
 
 
-def _side(det: Detection) -> float:
-    """A box's longer side."""
-    return max(det.box[2] - det.box[0], det.box[3] - det.box[1])
+def longer_side(box: Box) -> float:
+    """A box's longer side (x1, y1, x2, y2), in its own pixels."""
+    return max(box[2] - box[0], box[3] - box[1])
 
 
 def _mirrored(box: Box, width: int) -> Box:
@@ -173,7 +173,7 @@ def _still_views(
                 limit = np.inf if scales == 1 else LARGE_FACE_PX * per_input_px
             else:
                 limit = TILE_FACE_MAX_PX * max(x2 - x1, y2 - y1) / input_size
-            small = [d for d in detect(image[y1:y2, x1:x2]) if _side(d) < limit]
+            small = [d for d in detect(image[y1:y2, x1:x2]) if longer_side(d.box) < limit]
             found.append(_shifted(small, x1, y1))
             windows.append((x1, y1, x2, y2))
     if scales > 1:
@@ -181,7 +181,7 @@ def _still_views(
             low = ZOOMED_MIN_PX * factor * per_input_px
             high = np.inf if k == len(ZOOM_OUTS) - 1 else LARGE_FACE_PX * factor * per_input_px
             dets = _zoomed_out(detect, image, factor, input_size)
-            found.append([d for d in dets if low <= _side(d) < high])
+            found.append([d for d in dets if low <= longer_side(d.box) < high])
             windows.append((0, 0, width, height))
     return found, windows
 

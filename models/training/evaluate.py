@@ -619,7 +619,8 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
     inputs = {
         ours.name: f"{ours.input_size} letterbox, uint8 (runtime code)",
         stills.name: f"whole image, 2x2 to {stills.scales}x{stills.scales} tiles, whole image "
-        f"zoomed out, each {ours.input_size} letterbox (`maskwatch detect`)",
+        f"zoomed out{', whole and zoomed-out views mirrored' if stills.mirror else ''}, each "
+        f"{ours.input_size} letterbox (`maskwatch detect`)",
         "AIZOO": "260x260 resize, float 0..1",
         "MobileDet": "320x320 resize, uint8",
     }
