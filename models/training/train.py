@@ -3,8 +3,8 @@
     python -m models.training.train --shared ../shared --run models/training/runs/main
 
 Writes <run>/last.weights.h5 and <run>/best.weights.h5 (by mean validation AP50 of the labels
-the validation images carry), <run>/state.json and <run>/log.txt. Re-running the same command
-resumes.
+the validation images carry; with --train-levels, on views of them zoomed onto one head),
+<run>/state.json and <run>/log.txt. Re-running the same command resumes.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from edge.anchors import (
 )
 from edge.detection import FACE_NOT_VISIBLE, FRONT_WITHOUT_MASK, LABELS
 from edge.postprocess import select_heads
-from models.training.augment import augment, letterbox
+from models.training.augment import augment, letterbox, zoom_on_head
 from models.training.data import (
     IGNORE,
     LABELLED_SOURCES,
@@ -42,6 +42,7 @@ from models.training.data import (
     video_samples,
     write_split,
 )
+from models.training.graft import level_layers
 from models.training.metrics import ImageResult, average_precision
 from models.training.model import build_detector, load_imagenet_weights, load_tflite_weights
 from models.training.targets import Layout, encode_targets
@@ -254,6 +255,31 @@ def any_head_loss(logits: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(weight * 0.25 * tf.square(1.0 - p_any) * ce)
 
 
+def zoomed_views(
+    samples: list[Sample], size: int, prefer: tuple[tuple[int, float], ...], seed: int = 0
+) -> list[Sample]:
+    """One size x size view of each sample zoomed onto one of its heads (60-300 px, as the
+    training's zoom-in views), for ranking a fine-tune of the large-head levels alone: at the
+    photos' own scale few heads are large enough for those levels, and the small heads, which
+    the frozen levels detect, would hide any change. Heads cut by the view's edge are ignore
+    regions; the same views every time (seeded).
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in samples:
+        zoomed = zoom_on_head(s.load_rgb(), s.boxes, s.labels, size, rng, prefer)
+        if zoomed is None:
+            continue
+        view, boxes = zoomed
+        clipped = np.clip(boxes, 0, size)
+        full = np.prod(np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-6), axis=1)
+        inside = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), axis=1) / full
+        keep = inside > 0
+        labels = np.where(inside >= 0.9, s.labels, IGNORE)[keep]
+        out.append(replace(s, boxes=clipped[keep], labels=labels, image=view, image_path=None))
+    return out
+
+
 def evaluate(model: keras.Model, layout: Layout, samples: list[Sample]) -> dict[str, float]:
     """Validation AP50 per class of the float model (letterboxed like the runtime); nan for a
     class without ground truth in the samples."""
@@ -356,6 +382,13 @@ def main() -> None:
         default=ANCHOR_SPEC.input_size,
         help="square input side in pixels, a multiple of 32 (the shipped model's is the default)",
     )
+    ap.add_argument(
+        "--train-levels",
+        default="",
+        help="comma-separated anchor levels (0 = stride 8 ... 3 = stride 64) whose own head "
+        "layers alone learn; the backbone, the top-down path and the other levels stay frozen, "
+        "so what the model does on heads of the other levels' sizes cannot change (default: all)",
+    )
     args = ap.parse_args()
     if args.size % INPUT_MULTIPLE:
         ap.error(f"--size: {args.size} is not a multiple of {INPUT_MULTIPLE}")
@@ -403,6 +436,15 @@ def main() -> None:
     )
 
     layout = Layout.of(args.size)
+    # Levels trained alone are ranked on zoomed views, where their heads are; the same views
+    # whatever the training's own zoom shares, so runs compare.
+    zoomed_val = (
+        zoomed_views(val, args.size, ((FACE_NOT_VISIBLE, 1 / 3), (FRONT_WITHOUT_MASK, 1 / 3)))
+        if args.train_levels
+        else []
+    )
+    if zoomed_val:
+        say(f"ranking epochs on {len(zoomed_val)} zoomed validation views")
     train_model, export_model, backbone = build_detector(args.size)
     state_path = args.run / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"epoch": 0, "best": -1}
@@ -422,6 +464,13 @@ def main() -> None:
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
+
+    if args.train_levels:
+        levels = {int(x) for x in args.train_levels.split(",")}
+        learning = level_layers(levels)
+        for layer in train_model.layers:
+            layer.trainable = layer.name in learning
+        say(f"only levels {sorted(levels)} learn: {', '.join(sorted(learning))}")
 
     per_source = {k: min(args.labelled_per_epoch, len(v)) for k, v in labelled.items()}
     steps_per_epoch = (
@@ -472,7 +521,10 @@ def main() -> None:
             loss = cls_loss + box_loss + ce_loss
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads[: len(head_vars)], head_vars, strict=True))
-        opt_backbone.apply_gradients(zip(grads[len(head_vars) :], backbone_vars, strict=True))
+        if backbone_vars:
+            opt_backbone.apply_gradients(
+                zip(grads[len(head_vars) :], backbone_vars, strict=True)
+            )
         return cls_loss, box_loss
 
     rng = np.random.default_rng(state["epoch"])
@@ -512,6 +564,10 @@ def main() -> None:
             ap50 = evaluate(export_model, layout, val)
             score = float(np.nanmean(list(ap50.values())))
             msg += " val AP50 " + " ".join(f"{k} {v:.3f}" for k, v in ap50.items())
+            if zoomed_val:
+                ap50 = evaluate(export_model, layout, zoomed_val)
+                score = float(np.nanmean(list(ap50.values())))
+                msg += " zoomed " + " ".join(f"{k} {v:.3f}" for k, v in ap50.items())
             if score > state["best"]:
                 state["best"] = score
                 state["best_epoch"] = epoch + 1

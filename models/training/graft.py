@@ -1,0 +1,146 @@
+"""Graft the large-head levels of one int8 export onto another, leaving the rest bit-identical.
+
+    python -m models.training.graft --base BASE.tflite --new NEW.tflite --levels 2,3 --out OUT
+
+A fine-tune that trains only some anchor levels (`train.py --train-levels 2,3`) leaves the
+float weights of everything else as they were, but a new int8 export still changes them: the
+calibration re-measures every activation's range from slightly different float weights, and
+small heads, which the daemon follows over many frames, are where that shows (re-exporting the
+shipped model's own weights, untrained, moved the PETS 2009 street count from 23 counted /
+6 twice to 30 / 12). So the new levels' tensors (their weights, biases and activation ranges)
+are copied into the base model and nothing else is: the other levels' outputs stay
+bit-identical. The outputs concatenate every level at one scale; the grafted levels' outputs
+keep the base's scale, which must hold their range to within 5 % (checked).
+
+Needs only the runtime's flatbuffer schema (ai_edge_litert), not TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import flatbuffers
+from ai_edge_litert import schema_py_generated as schema
+
+# Layers of models/training/model.py that feed one anchor level only.
+_LEVEL_PARTS = ("{l}_a_dw", "{l}_a_pw", "{l}_b_dw", "{l}_b_pw")
+
+
+def level_layers(levels: set[int]) -> set[str]:
+    """Names of the Keras layers that feed only the given anchor levels' outputs: each level's
+    two separable convolutions and its predictors, and the stride-64 convolution when level 3
+    (stride 64) is among them."""
+    names = set()
+    for level in levels:
+        names |= {"head" + part.format(l=level) for part in _LEVEL_PARTS}
+        names |= {f"cls{level}", f"box{level}"}
+    if 3 in levels:
+        names.add("down6")
+    return names
+
+
+def read_model(path: Path) -> Any:
+    """The .tflite as the schema's mutable object tree."""
+    model = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    if any(b.offset for b in model.buffers):
+        raise ValueError(f"{path}: buffers stored past the flatbuffer are not supported")
+    return model
+
+
+def write_model(model: Any, path: Path) -> None:
+    """Serialise the object tree as a .tflite."""
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+
+
+def _range(q: Any) -> tuple[float, float]:
+    scale, zero = float(q.scale[0]), int(q.zeroPoint[0])
+    return scale * (-128 - zero), scale * (127 - zero)
+
+
+def graft(base_path: Path, new_path: Path, levels: set[int], out: Path) -> int:
+    """Write base with the given levels' tensors taken from new; returns how many were taken.
+
+    Both files must be exports of the same architecture (same tensors, names and shapes).
+    """
+    base, new = read_model(base_path), read_model(new_path)
+    bg, ng = base.subgraphs[0], new.subgraphs[0]
+    if len(bg.tensors) != len(ng.tensors):
+        raise ValueError(f"{new_path}: {len(ng.tensors)} tensors, {base_path} {len(bg.tensors)}")
+    names = "|".join(sorted(level_layers(levels)))
+    own = re.compile(rf"/(?:{names})_1/")
+    # The predictors' outputs go straight into the concatenated model outputs.
+    outputs = re.compile(rf"/(?:{'|'.join(f'cls{lv}|box{lv}' for lv in sorted(levels))})_1/")
+    taken: set[int] = set()
+    for i, (bt, nt) in enumerate(zip(bg.tensors, ng.tensors, strict=True)):
+        if bt.name != nt.name or list(bt.shape) != list(nt.shape):
+            raise ValueError(
+                f"tensor {i}: {nt.name!r} {list(nt.shape)} against "
+                f"{bt.name!r} {list(bt.shape)}: not the same architecture"
+            )
+        name = nt.name.decode()
+        if not own.search(name):
+            continue
+        data = base.buffers[bt.buffer].data
+        if data is not None and len(data):
+            base.buffers[bt.buffer].data = new.buffers[nt.buffer].data
+        elif outputs.search(name):
+            lo, hi = _range(bt.quantization)
+            new_lo, new_hi = _range(nt.quantization)
+            # A sliver past the base's range clips only the most extreme values.
+            if max(lo - new_lo, new_hi - hi) > 0.05 * (hi - lo):
+                raise ValueError(
+                    f"{name}: grafted range {new_lo:.2f}..{new_hi:.2f} exceeds the "
+                    f"base outputs' {lo:.2f}..{hi:.2f}"
+                )
+            taken.add(i)
+            continue  # keeps the base's (the concatenation's) scale
+        bt.quantization = nt.quantization
+        taken.add(i)
+    # An operator of the grafted levels that reads a tensor from outside them (the stride-32
+    # feature map) computed its bias scale from that tensor's range in the new export.
+    for op in bg.operators:
+        ins = [t for t in op.inputs if t >= 0]
+        if not any(t in taken for t in list(op.outputs)):
+            continue
+        for t in ins:
+            if t in taken:
+                continue
+            bq, nq = bg.tensors[t].quantization, ng.tensors[t].quantization
+            if bq is None or bq.scale is None:
+                continue
+            if list(bq.scale) != list(nq.scale) or list(bq.zeroPoint) != list(nq.zeroPoint):
+                raise ValueError(
+                    f"{bg.tensors[t].name.decode()}: input of a grafted operator "
+                    "quantised differently in the two exports"
+                )
+    write_model(base, out)
+    return len(taken)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line."""
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--base", type=Path, required=True, help="export whose other levels stay")
+    ap.add_argument("--new", type=Path, required=True, help="export of the fine-tuned levels")
+    ap.add_argument("--levels", default="2,3", help="comma-separated anchor levels to take")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    try:
+        n = graft(args.base, args.new, {int(x) for x in args.levels.split(",")}, args.out)
+    except (OSError, ValueError) as exc:
+        print(f"graft: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out}: {n} tensors of levels {args.levels} from {args.new}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
