@@ -147,8 +147,10 @@ def zoom_on_head(
     size: int,
     rng: np.random.Generator,
     prefer: Sequence[tuple[int, float]] = (),
+    head_px: tuple[float, float] = ZOOM_HEAD_PX,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """A size x size view that shows one labelled head large, at a random place in the view.
+    """A size x size view that shows one labelled head large (head_px: the range of its longer
+    side, log-uniform), at a random place in the view.
 
     prefer lists (label, share) pairs: with probability share the head is drawn among those
     with that label when the image has any (the shares add up to at most 1). Backs of heads
@@ -170,9 +172,9 @@ def zoom_on_head(
     k = int(heads[rng.integers(len(heads))])
     b = boxes[k]
     side = float(max(b[2] - b[0], b[3] - b[1]))
-    target = float(np.exp(rng.uniform(*np.log(ZOOM_HEAD_PX))))
+    target = float(np.exp(rng.uniform(*np.log(head_px))))
     scale = min(target / max(side, 1.0), MAX_UPSCALE)
-    if side * scale < ZOOM_HEAD_PX[0]:
+    if side * scale < head_px[0]:
         return None
     h, w = image.shape[:2]
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -215,6 +217,7 @@ def augment(
     ignore: int,
     zoom_share: float = 0.0,
     zoom_prefer: Sequence[tuple[int, float]] = (),
+    zoom_px: tuple[float, float] = ZOOM_HEAD_PX,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One random training view of a sample, size x size RGB uint8 with its boxes.
 
@@ -223,7 +226,7 @@ def augment(
     its letterbox fit.
     """
     zoomed = (
-        zoom_on_head(image, boxes, labels, size, rng, zoom_prefer)
+        zoom_on_head(image, boxes, labels, size, rng, zoom_prefer, zoom_px)
         if rng.random() < zoom_share
         else None
     )

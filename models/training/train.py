@@ -30,7 +30,7 @@ from edge.anchors import (
 )
 from edge.detection import FACE_NOT_VISIBLE, FRONT_WITHOUT_MASK, LABELS
 from edge.postprocess import select_heads
-from models.training.augment import augment, letterbox, zoom_on_head
+from models.training.augment import ZOOM_HEAD_PX, augment, letterbox, zoom_on_head
 from models.training.data import (
     IGNORE,
     LABELLED_SOURCES,
@@ -169,13 +169,14 @@ def batches(
     zoom_share: float = 0.0,
     zoom_backs: float = 0.0,
     zoom_unmasked: float = 0.0,
+    zoom_px: tuple[float, float] = ZOOM_HEAD_PX,
 ) -> queue.Queue[tuple[np.ndarray, ...] | None]:
     """Produce augmented, encoded batches on a background thread (OpenCV releases the GIL).
 
     A mosaic_share of the batch items are 2x2 mosaics of four samples (see mosaic()); a
     zoom_share of the others zoom onto one head (augment.zoom_on_head), a back of a head
     (face_not_visible) in a zoom_backs share of them and an unmasked face in a zoom_unmasked
-    share, where the sample has one.
+    share, where the sample has one; the zoomed head's longer side is drawn from zoom_px.
     """
     out: queue.Queue[tuple[np.ndarray, ...] | None] = queue.Queue(maxsize=4)
 
@@ -211,6 +212,7 @@ def batches(
                     IGNORE,
                     zoom_share,
                     ((FACE_NOT_VISIBLE, zoom_backs), (FRONT_WITHOUT_MASK, zoom_unmasked)),
+                    zoom_px,
                 )
                 items.append(
                     (img, *encode_targets(layout, b, lab, s.background_classes, s.absent_classes))
@@ -383,6 +385,11 @@ def main() -> None:
         help="square input side in pixels, a multiple of 32 (the shipped model's is the default)",
     )
     ap.add_argument(
+        "--zoom-px",
+        default=",".join(f"{x:g}" for x in ZOOM_HEAD_PX),
+        help="MIN,MAX: the range of a zoomed head's longer side in the input, log-uniform",
+    )
+    ap.add_argument(
         "--train-levels",
         default="",
         help="comma-separated anchor levels (0 = stride 8 ... 3 = stride 64) whose own head "
@@ -392,6 +399,13 @@ def main() -> None:
     args = ap.parse_args()
     if args.size % INPUT_MULTIPLE:
         ap.error(f"--size: {args.size} is not a multiple of {INPUT_MULTIPLE}")
+    try:
+        lo, hi = (float(x) for x in args.zoom_px.split(","))
+    except ValueError:
+        ap.error(f"--zoom-px: {args.zoom_px!r} is not MIN,MAX")
+    if not 0 < lo <= hi:
+        ap.error(f"--zoom-px: {args.zoom_px!r} needs 0 < MIN <= MAX")
+    zoom_px = (lo, hi)
     if min(args.zoom_backs, args.zoom_unmasked) < 0 or args.zoom_backs + args.zoom_unmasked > 1:
         ap.error("--zoom-backs and --zoom-unmasked are shares of the same views: 0 or more, "
                  "at most 1 in all")
@@ -545,6 +559,7 @@ def main() -> None:
             args.zoom,
             args.zoom_backs,
             args.zoom_unmasked,
+            zoom_px,
         )
         losses = []
         for k in range(steps_per_epoch):
