@@ -94,10 +94,13 @@ $(TRAIN_VENV)/.installed: pyproject.toml
 	$(TRAIN_VENV)/bin/pip install -q -e '.[train,litert]'
 	touch $@
 
-# Three stages at 320 px, each resumable: 20 epochs from ImageNet on the photos and the
+# Five stages at 320 px, each resumable: 20 epochs from ImageNet on the photos and the
 # one-by-one clip, a 12-epoch fine-tune adding the classroom clip, unmasked-face photos 3x,
 # 30 % mosaics; then 12 epochs over every source labelled by models/training/headlabels.py
-# (models/training/labels/), heads of unknown label, 25 % views zoomed onto one head.
+# (models/training/labels/), heads of unknown label, 25 % views zoomed onto one head. Then
+# only the large-head levels learn, each stage's export grafted onto the one before so the
+# small-head levels stay bit-identical (models/training/graft.py): stride 32 and 64 on 60 %
+# zoomed views, then stride 64 alone on heads zoomed to 160-320 px (its last epoch).
 LABELLED ?= hardhat-heads,carpark-frames,street-masks-229,one-by-one-person-detection.mp4,classroom.gif,face-mask-853
 model: $(TRAIN_VENV)/.installed
 	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
@@ -111,7 +114,26 @@ model: $(TRAIN_VENV)/.installed
 	  --epochs 12 --lr 5e-4 --clips "" --labelled $(LABELLED) --labelled-per-epoch 700 \
 	  --no-mask-repeat 2 --mosaic 0.2 --zoom 0.25
 	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
-	  --weights models/training/runs/stage3/best.weights.h5 --out models/head_detector_int8.tflite
+	  --weights models/training/runs/stage3/best.weights.h5 --out models/training/runs/stage3.tflite
+	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
+	  --run models/training/runs/stage4 --init-tflite models/training/runs/stage3.tflite \
+	  --train-levels 2,3 --epochs 24 --lr 1e-3 --clips "" --labelled $(LABELLED) \
+	  --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.6 --zoom-unmasked 0.2 \
+	  --zoom-backs 0.3 --eval-every 4
+	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
+	  --weights models/training/runs/stage4/best.weights.h5 --out models/training/runs/stage4.tflite
+	$(TRAIN_VENV)/bin/python -m models.training.graft --base models/training/runs/stage3.tflite \
+	  --new models/training/runs/stage4.tflite --levels 2,3 --out models/training/runs/stage4-grafted.tflite
+	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
+	  --run models/training/runs/stage5 --init-tflite models/training/runs/stage4-grafted.tflite \
+	  --train-levels 3 --epochs 12 --lr 5e-4 --clips "" --labelled $(LABELLED) \
+	  --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.6 --zoom-px 160,320 \
+	  --zoom-unmasked 0.2 --zoom-backs 0.3 --eval-every 4
+	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
+	  --weights models/training/runs/stage5/last.weights.h5 --out models/training/runs/stage5.tflite
+	$(TRAIN_VENV)/bin/python -m models.training.graft \
+	  --base models/training/runs/stage4-grafted.tflite --new models/training/runs/stage5.tflite \
+	  --levels 3 --out models/head_detector_int8.tflite
 
 edgetpu:
 	@command -v edgetpu_compiler >/dev/null || { echo "edgetpu_compiler is not installed (Coral's apt repository, x86-64 only)"; exit 1; }

@@ -11,18 +11,17 @@ from edge.detect import Detector
 
 REPO = Path(__file__).resolve().parents[1]
 FACE_PHOTOS = REPO.parent / "shared" / "datasets" / "face-mask-853"
-# Unmasked validation faces that one whole-frame pass per frame reads as masks when they fill
-# 85 % of the picture (found with models/training/evaluate.py's close-ups).
-UNMASKED = ("maksssksksss249#1", "maksssksksss296#0", "maksssksksss327#1", "maksssksksss408#9")
-
+# Unmasked validation faces that one whole-frame pass per frame counts as two people when they
+# fill 85 % of the picture (found with models/training/evaluate.py's close-ups).
+UNMASKED = ("maksssksksss299#0", "maksssksksss345#1", "maksssksksss627#0")
 
 @pytest.mark.skipif(not FACE_PHOTOS.is_dir(), reason="needs ../shared/datasets (third-party data)")
 def test_a_door_camera_reads_large_unmasked_faces_from_a_zoomed_out_view() -> None:
     """Real unmasked faces filling 85 % of a 480 px frame, each held for 1.5 s at 10 fps before
-    the camera pipeline: in one pass per frame the model reads them as masks and the daemon
-    decides `mask`; with the zoomed-out view (the default) it decides `no_mask`, at one more
-    inference on the frames where the tracked head is large (all but the first, which are
-    planned before the head is tracked)."""
+    the camera pipeline: in one pass per frame the daemon counts each as two people; with the
+    zoomed-out view (the default) as one, decided `no_mask`, at one more inference on the
+    frames where the tracked head is large (all but the first, which are planned before the
+    head is tracked)."""
     from models.training.data import face_mask_split
     from models.training.eval_sources import HELD_FRAMES, held_decisions
     from models.training.evaluate import closeups
@@ -34,6 +33,7 @@ def test_a_door_camera_reads_large_unmasked_faces_from_a_zoomed_out_view() -> No
     for name in UNMASKED:
         zoomed, inferences = held_decisions(detector, shots[name], zoom_out=True)
         single, one_each = held_decisions(detector, shots[name], zoom_out=False)
-        assert (zoomed, single) == (["no_mask"], ["mask"]), name
+        assert zoomed == ["no_mask"], name
+        assert len(single) == 2 and "mask" not in single, name
         assert one_each == [1] * HELD_FRAMES
         assert set(inferences) == {1, 2} and inferences[-1] == 2
