@@ -157,12 +157,12 @@ def test_tiles_keep_only_faces_small_in_their_input() -> None:
 
 
 def test_a_face_too_large_for_one_pass_is_read_from_a_zoomed_out_view() -> None:
-    """A face 150 px in the whole-image input is taken from the 2x zoomed-out view (75 px
+    """A face 200 px in the whole-image input is taken from the 2x zoomed-out view (100 px
     there), in the photo's own pixels; a face 50 px in the input stays the whole pass's. The
     stand-in finds the bright patches of whatever it is given and labels them by the view: the
     whole image reads both as masks, the zoomed-out views read both unmasked."""
     frame = np.zeros((480, 640, 3), np.uint8)
-    large, medium = (170, 90, 470, 390), (20, 20, 120, 120)  # 150 and 50 px in the 320 input
+    large, medium = (200, 40, 600, 440), (20, 20, 120, 120)  # 200 and 50 px in the 320 input
     for x1, y1, x2, y2 in (large, medium):
         frame[y1:y2, x1:x2] = 255
     views: list[tuple[int, int]] = []

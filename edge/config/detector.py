@@ -109,8 +109,8 @@ class DetectorConfig(BaseModel):
             "regions): how many scales each photo is detected at. 1 is one pass over the whole "
             "photo; n adds grids of 2 x 2 up to n x n overlapping tiles, each keeping only "
             "faces under 64 px in the model's input, for the small faces of a crowd or street "
-            "photo, and the whole photo zoomed out 2x and 4x, for faces over 96 px in the "
-            "model's input (a portrait, a door camera), which the model reads best smaller. "
+            "photo, and the whole photo zoomed out 2x and 4x, for faces over 160 px in the "
+            "model's input (a portrait, a door camera), which the model reads better smaller. "
             "The default 3 takes 16 inferences a photo, 19 with photo_mirror."
         ),
     )
