@@ -79,7 +79,7 @@ TILE_FACE_MAX_PX = 64.0
 MIN_TILE_PX = 32
 # Large faces: a face filling a portrait or a door camera's picture is 200-300 px in the input,
 # where the model is less sure of it than at about 100 px (face-mask-853 validation faces
-# cropped to fill 85 % of a picture: AP50 0.857 / 0.699 in one pass, 0.954 / 0.845 with the
+# cropped to fill 85 % of a picture: AP50 0.857 / 0.699 in one pass, 0.952 / 0.845 with the
 # views below). The whole image is also seen shrunk by each ZOOM_OUTS factor into a corner of
 # the input; the whole-image pass keeps faces under STILL_LARGE_FACE_PX in its input, a
 # zoomed-out pass those from ZOOMED_MIN_PX to STILL_LARGE_FACE_PX in its own (the last pass with

@@ -15,6 +15,7 @@ FACE_PHOTOS = REPO.parent / "shared" / "datasets" / "face-mask-853"
 # fill 85 % of the picture (found with models/training/evaluate.py's close-ups).
 UNMASKED = ("maksssksksss299#0", "maksssksksss345#1", "maksssksksss627#0")
 
+
 @pytest.mark.skipif(not FACE_PHOTOS.is_dir(), reason="needs ../shared/datasets (third-party data)")
 def test_a_door_camera_reads_large_unmasked_faces_from_a_zoomed_out_view() -> None:
     """Real unmasked faces filling 85 % of a 480 px frame, each held for 1.5 s at 10 fps before

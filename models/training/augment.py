@@ -46,9 +46,10 @@ def place_on_canvas(
 
 
 def clip_boxes(
-    boxes: np.ndarray, labels: np.ndarray, size: int, ignore: int
+    boxes: np.ndarray, labels: np.ndarray, size: int, ignore: int, min_visible: float = 0.6
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Clip boxes to the canvas; a head mostly cut off becomes an ignore region, gone ones drop."""
+    """Clip boxes to the canvas; a head with less than min_visible of its box left becomes an
+    ignore region, gone ones drop."""
     if len(boxes) == 0:
         return boxes, labels
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -57,7 +58,7 @@ def clip_boxes(
     keep = carea > 1.0
     visible = carea / np.maximum(area, 1e-6)
     labels = labels.copy()
-    labels[visible < 0.6] = ignore
+    labels[visible < min_visible] = ignore
     return clipped[keep], labels[keep]
 
 

@@ -30,7 +30,7 @@ from edge.anchors import (
 )
 from edge.detection import FACE_NOT_VISIBLE, FRONT_WITHOUT_MASK, LABELS
 from edge.postprocess import select_heads
-from models.training.augment import ZOOM_HEAD_PX, augment, letterbox, zoom_on_head
+from models.training.augment import ZOOM_HEAD_PX, augment, clip_boxes, letterbox, zoom_on_head
 from models.training.data import (
     IGNORE,
     LABELLED_SOURCES,
@@ -273,12 +273,8 @@ def zoomed_views(
         if zoomed is None:
             continue
         view, boxes = zoomed
-        clipped = np.clip(boxes, 0, size)
-        full = np.prod(np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-6), axis=1)
-        inside = np.prod(np.maximum(clipped[:, 2:] - clipped[:, :2], 0), axis=1) / full
-        keep = inside > 0
-        labels = np.where(inside >= 0.9, s.labels, IGNORE)[keep]
-        out.append(replace(s, boxes=clipped[keep], labels=labels, image=view, image_path=None))
+        boxes, labels = clip_boxes(boxes, s.labels, size, IGNORE, min_visible=0.9)
+        out.append(replace(s, boxes=boxes, labels=labels, image=view, image_path=None))
     return out
 
 
