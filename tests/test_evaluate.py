@@ -264,3 +264,16 @@ def test_closeups_centre_one_face_at_the_asked_share() -> None:
         assert ((x1 + x2) / 2, (y1 + y2) / 2) == pytest.approx(
             (CLOSEUP_SIDE / 2, CLOSEUP_SIDE / 2), abs=CLOSEUP_SIDE * 0.01
         )
+
+
+def test_a_face_box_inside_a_head_of_unknown_label_is_no_false_alarm() -> None:
+    """A head of unknown label is boxed by the whole head: a face box on it overlaps that box
+    by IoU 0.3 only, yet lies wholly inside it, so it is ignored; a box mostly outside is not."""
+    head = [0, 0, 30, 30]
+    face = [8, 10, 22, 26]  # IoU with the head 0.25, all of it inside
+    straddling = [20, 0, 50, 30]  # a third of it inside
+    gt = [sample([A, head], [MASK, UNKNOWN])]
+    assert ap_per_class(gt, [dets([face, A], [MASK, MASK], [0.9, 0.8])])[0] == pytest.approx(1.0)
+    assert ap_per_class(gt, [dets([straddling, A], [MASK, MASK], [0.9, 0.8])])[0] == (
+        pytest.approx(0.5)
+    )

@@ -34,7 +34,7 @@ from models.training.data import (
     Sample,
     labelled_samples,
 )
-from models.training.metrics import ImageResult, average_precision
+from models.training.metrics import ImageResult, average_precision, inside_regions
 
 MASK, NO_MASK, NOT_VISIBLE = range(3)
 CLASS_NAMES = ("mask", "no-mask", "face_not_visible")
@@ -111,7 +111,8 @@ def ap_section(runs: Sequence[SourceRun], models: Sequence[Any]) -> list[str]:
     lines = [
         "## AP50 per class on each labelled source",
         "",
-        "IoU 0.5; heads of unknown label and cut heads are ignore regions. Validation split "
+        "IoU 0.5; heads of unknown label and cut heads are ignore regions (a box at least half "
+        "inside one is neither a hit nor a false alarm). Validation split "
         "(15 %) of each training source; all labelled frames of the held-out clips. Peers "
         "have no face_not_visible class.",
         "",
@@ -221,7 +222,7 @@ def tally(samples: Sequence[Sample], dets: Sequence[Any], threshold: float) -> T
         for k in range(len(d.boxes)):
             if k in used:
                 continue
-            if len(unknown) and iou_matrix(d.boxes[k : k + 1], unknown).max() >= 0.3:
+            if inside_regions(d.boxes[k : k + 1], unknown)[0]:
                 continue
             false_alarms[int(d.labels[k])] += 1
     return Tally(table, false_alarms)

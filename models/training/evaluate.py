@@ -54,7 +54,7 @@ from edge.postprocess import nms
 from edge.tiling import detect_still
 from models.training import eval_sources
 from models.training.data import IGNORE, Sample, face_mask_split
-from models.training.metrics import ImageResult, average_precision
+from models.training.metrics import ImageResult, average_precision, inside_regions
 
 EXIT_NO_INPUT = 66
 HERE = Path(__file__).resolve().parent
@@ -438,7 +438,7 @@ def confusion(
         for k in range(len(d.boxes)):
             if k in matched or d.labels[k] not in GT_CLASSES:
                 continue
-            if len(ignore) and iou_matrix(d.boxes[k : k + 1], ignore).max() >= min_iou:
+            if inside_regions(d.boxes[k : k + 1], ignore)[0]:
                 continue
             out.unmatched_front += 1
     return out
