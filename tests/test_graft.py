@@ -7,7 +7,10 @@ bit-identical.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -32,6 +35,7 @@ def _level_slices() -> list[slice]:
 
 
 def _outputs(path: Path, image: np.ndarray) -> list[np.ndarray]:
+    """The model's outputs on one image as ints: box deltas, then scores."""
     interp = load_cpu(path, threads=1).interpreter
     interp.set_tensor(interp.get_input_details()[0]["index"], image[None])
     interp.invoke()
@@ -108,3 +112,99 @@ def test_level_layers_name_each_levels_own_layers() -> None:
         "box2",
     }
     assert "down6" in level_layers({3})
+
+
+def _edited(tmp_path: Path, edit: Callable[[Any, Any], None], name: str) -> Path:
+    """The shipped model with `edit(model, tensor)` applied to every tensor, written out."""
+    model = read_model(MODEL)
+    for tensor in model.subgraphs[0].tensors:
+        edit(model, tensor)
+    out = tmp_path / name
+    write_model(model, out)
+    return out
+
+
+def _box_path(name: str) -> bool:
+    """Activations between the box predictors and the box output (not the scores)."""
+    return bool(re.search(r"/box\d_1/|/box\d_flat_1/|box_deltas|StatefulPartitionedCall_1:1", name))
+
+
+def test_a_boxes_only_graft_of_every_level_takes_the_box_output_and_its_new_range(
+    tmp_path: Path, image: np.ndarray
+) -> None:
+    """Every box predictor grafted: the box output (its range included) is the new export's,
+    every score stays bit-identical to the base."""
+
+    def edit(model: Any, tensor: Any) -> None:
+        name = tensor.name.decode()
+        data = model.buffers[tensor.buffer].data
+        if name.endswith("/box2_1/convolution") and data is not None and len(data):
+            model.buffers[tensor.buffer].data = np.asarray(data, np.uint8)[::-1].copy()
+        elif _box_path(name) and not (data is not None and len(data)):
+            tensor.quantization.scale = [s * 1.3 for s in tensor.quantization.scale]
+
+    changed = _edited(tmp_path, edit, "boxes.tflite")
+    out = tmp_path / "grafted.tflite"
+    assert graft(MODEL, changed, {0, 1, 2, 3}, out, boxes_only=True) > 0
+    (shipped_boxes, shipped_scores), (new_boxes, _), (boxes, scores) = (
+        _outputs(p, image) for p in (MODEL, changed, out)
+    )
+    np.testing.assert_array_equal(scores, shipped_scores)
+    np.testing.assert_array_equal(boxes, new_boxes)
+    assert not np.array_equal(boxes, shipped_boxes)
+
+
+def test_a_grafted_bias_is_re_expressed_at_the_base_input_scale(
+    tmp_path: Path, image: np.ndarray
+) -> None:
+    """The new export measured the stride-32 features 1.25x wider: its box2 bias is stored at
+    that scale. Grafted onto the base (which reads the features at its own scale) the bias
+    is converted back, so the same real weights give the base's boxes to within a step."""
+    model = read_model(MODEL)
+    graph = model.subgraphs[0]
+    conv = next(
+        op
+        for op in graph.operators
+        if any(re.search(r"/box2_1/", graph.tensors[t].name.decode()) for t in op.outputs)
+        and len(op.inputs) >= 3
+    )
+    features, bias = graph.tensors[conv.inputs[0]], graph.tensors[conv.inputs[2]]
+    features.quantization.scale = [s * 1.25 for s in features.quantization.scale]
+    buf = model.buffers[bias.buffer]
+    values = np.frombuffer(bytes(buf.data), dtype="<i4") / 1.25
+    buf.data = np.round(values).astype("<i4").view(np.uint8)
+    bias.quantization.scale = [s * 1.25 for s in bias.quantization.scale]
+    changed = tmp_path / "wider.tflite"
+    write_model(model, changed)
+    out = tmp_path / "grafted.tflite"
+    graft(MODEL, changed, {0, 1, 2, 3}, out, boxes_only=True)
+    shipped_boxes, _ = _outputs(MODEL, image)
+    boxes, _ = _outputs(out, image)
+    assert np.abs(boxes - shipped_boxes).max() <= 1
+
+
+@pytest.mark.parametrize(("shift", "accepted"), [(20, True), (-20, False)])
+def test_score_ranges_may_grow_only_where_the_uint8_score_is_saturated(
+    tmp_path: Path, shift: int, accepted: bool
+) -> None:
+    """The base's logits reach down to -12.4, far past where the uint8 score is already 0, so
+    a grafted level may reach lower still; reaching 20 steps higher than the base would clip
+    scores that matter."""
+
+    def edit(model: Any, tensor: Any) -> None:
+        name = tensor.name.decode()
+        data = model.buffers[tensor.buffer].data
+        if "/cls2_1/" in name and not (data is not None and len(data)):
+            tensor.quantization.zeroPoint = [z + shift for z in tensor.quantization.zeroPoint]
+
+    changed = _edited(tmp_path, edit, "shifted.tflite")
+    out = tmp_path / "grafted.tflite"
+    if accepted:
+        assert graft(MODEL, changed, {2}, out) > 0
+    else:
+        with pytest.raises(ValueError, match="exceeds the base outputs"):
+            graft(MODEL, changed, {2}, out)
+
+
+def test_boxes_only_names_the_box_predictors() -> None:
+    assert level_layers({0, 3}, boxes_only=True) == {"box0", "box3"}
