@@ -16,7 +16,9 @@ from models.training.augment import ZOOM_HEAD_PX, zoom_on_head
 from models.training.data import (
     IGNORE,
     UNKNOWN,
+    UNKNOWN_FACE,
     in_validation,
+    label_code,
     read_labels,
     write_labels,
 )
@@ -132,3 +134,31 @@ def test_validation_split_is_fixed_per_image() -> None:
     first = [in_validation(k) for k in keys]
     assert first == [in_validation(k) for k in keys]
     assert 0.12 < sum(first) / len(keys) < 0.18
+
+
+def test_an_unknown_face_teaches_some_head_but_not_its_head_box() -> None:
+    """A head on which the teacher saw a face but no label: boxed by the whole head, while
+    front classes are boxed by the face, so its anchors learn "a head is here" and no box."""
+    layout = Layout.of(320)
+    boxes = np.array([[100, 100, 140, 145], [200, 200, 240, 245]], np.float32)
+    cls_t, cls_w, _, box_w, any_w = encode_targets(
+        layout, boxes, np.array([UNKNOWN, UNKNOWN_FACE]), ALL
+    )
+    on = iou_matrix(layout.anchor_boxes, boxes).argmax(axis=1)
+    head = np.flatnonzero((any_w == 1) & (on == 0))
+    face = np.flatnonzero((any_w == 1) & (on == 1))
+    assert len(head) and len(face)
+    assert (box_w[head] == 1).all() and (box_w[face] == 0).all()
+    assert (cls_t[face] == 0).all() and (cls_w[face] == 0).all()
+
+
+def test_heads_where_the_teacher_saw_a_face_read_as_unknown_faces() -> None:
+    assert label_code({"label": "head", "why": "face not frontal"}) == UNKNOWN_FACE
+    assert label_code({"label": "head", "why": "mask signals disagree (model ?, nose mask)"}) == (
+        UNKNOWN_FACE
+    )
+    assert label_code({"label": "head", "why": "no face"}) == UNKNOWN
+    assert label_code({"label": "head", "why": "unboxed head"}) == UNKNOWN
+    assert label_code({"label": "front_without_mask", "why": "face not frontal"}) == (
+        FRONT_WITHOUT_MASK
+    )

@@ -23,6 +23,12 @@ IGNORE = -1
 # unboxed face in the background): it teaches "a head is here" and its box, never which label,
 # and never background.
 UNKNOWN = -2
+# The same where the teacher saw a face (a profile, a frontal face whose mask signals disagree):
+# its head box does not teach the box either. Front classes are boxed by the face; a head box
+# on a face taught the model boxes between the two, and held-out scoring wants the face.
+UNKNOWN_FACE = -3
+# headlabels.py rules (label "head") under which the teacher saw a face on the head.
+FACE_SEEN_RULES = ("face not frontal", "mask signals disagree", "mask untrusted here")
 VOC_LABELS = {
     "with_mask": FRONT_WITH_MASK,
     "without_mask": FRONT_WITHOUT_MASK,
@@ -264,7 +270,7 @@ def labelled_samples(
     val: list[Sample] = []
     for im in doc["images"]:
         boxes = np.array([h["box"] for h in im["heads"]], np.float32).reshape(-1, 4)
-        labels = np.array([LABEL_CODES[h["label"]] for h in im["heads"]], np.int64)
+        labels = np.array([label_code(h) for h in im["heads"]], np.int64)
         key = f"{source}/{im['image']}"
         sample = Sample(
             name=key,
@@ -277,6 +283,15 @@ def labelled_samples(
         )
         (val if in_validation(key) else train).append(sample)
     return train, val
+
+
+def label_code(head: dict) -> int:
+    """A head's label index (read_labels form): UNKNOWN_FACE for a head of unknown label on
+    which the teacher saw a face."""
+    code = LABEL_CODES[head["label"]]
+    if code == UNKNOWN and head["why"].startswith(FACE_SEEN_RULES):
+        return UNKNOWN_FACE
+    return code
 
 
 def unboxed_heads(source: str, labels_dir: Path = LABELS_DIR) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 
 from edge.anchors import anchors_xyxy, encode_boxes, iou_matrix, make_anchors, with_input_size
 from edge.detection import LABELS
-from models.training.data import UNKNOWN
+from models.training.data import UNKNOWN, UNKNOWN_FACE
 
 POS_IOU, NEG_IOU = 0.45, 0.3
 NUM_CLASSES = len(LABELS)
@@ -52,6 +52,7 @@ def encode_targets(
     A head of UNKNOWN label is matched like a labelled one, but its anchors get no per-class
     target: any_w marks them, and the loss teaches that *some* label is present there (see
     any_head_loss) and regresses the box. Like an ignore region it is never background.
+    UNKNOWN_FACE is the same without the box: the head box of a face is not the face's box.
     """
     n = len(layout.anchors)
     cls_t = np.zeros((n, NUM_CLASSES), np.float32)
@@ -64,7 +65,7 @@ def encode_targets(
         cls_w[:, list(absent_classes)] = 1.0
         return cls_t, cls_w, box_t, box_w, any_w
     ious = iou_matrix(layout.anchor_boxes, boxes)  # (A, G)
-    matched = (labels >= 0) | (labels == UNKNOWN)
+    matched = (labels >= 0) | (labels == UNKNOWN) | (labels == UNKNOWN_FACE)
     best_gt = ious.argmax(axis=1)
     best_iou = ious.max(axis=1)
     # Anything overlapping a head (labelled, unknown or ignored) is not clean background.
@@ -86,7 +87,7 @@ def encode_targets(
     cls_w[idx[known]] = 1.0  # a positive is a negative for the other two labels
     any_w[idx[~known]] = 1.0
     box_t[idx] = encode_boxes(boxes[gts], layout.anchors[idx])
-    box_w[idx] = 1.0
+    box_w[idx] = labels[gts] != UNKNOWN_FACE
     # Positives carry target 0 for absent classes already; unknown heads learn them as 0 too.
     cls_w[:, list(absent_classes)] = 1.0
     return cls_t, cls_w, box_t, box_w, any_w

@@ -3,7 +3,8 @@
     python -m models.training.train --shared ../shared --run models/training/runs/main
 
 Writes <run>/last.weights.h5 and <run>/best.weights.h5 (by mean validation AP50 of the labels
-the validation images carry; with --train-levels, on views of them zoomed onto one head),
+the validation images carry; when --train-levels names only the stride-32 and 64 levels, on
+views of them zoomed onto one head),
 <run>/state.json and <run>/log.txt. Re-running the same command resumes.
 """
 
@@ -392,6 +393,12 @@ def main() -> None:
         "layers alone learn; the backbone, the top-down path and the other levels stay frozen, "
         "so what the model does on heads of the other levels' sizes cannot change (default: all)",
     )
+    ap.add_argument(
+        "--train-boxes",
+        action="store_true",
+        help="only the box predictors learn (of the --train-levels levels, else of all four): "
+        "every score the model gives stays as it was",
+    )
     args = ap.parse_args()
     if args.size % INPUT_MULTIPLE:
         ap.error(f"--size: {args.size} is not a multiple of {INPUT_MULTIPLE}")
@@ -446,11 +453,13 @@ def main() -> None:
     )
 
     layout = Layout.of(args.size)
-    # Levels trained alone are ranked on zoomed views, where their heads are; the same views
-    # whatever the training's own zoom shares, so runs compare.
+    # The large-head levels trained alone are ranked on zoomed views, where their heads are
+    # (few heads reach them at their own scale); the same views whatever the training's own
+    # zoom shares, so runs compare.
+    large_only = args.train_levels and min(int(x) for x in args.train_levels.split(",")) >= 2
     zoomed_val = (
         zoomed_views(val, args.size, ((FACE_NOT_VISIBLE, 1 / 3), (FRONT_WITHOUT_MASK, 1 / 3)))
-        if args.train_levels
+        if large_only and not args.train_boxes
         else []
     )
     if zoomed_val:
@@ -475,9 +484,11 @@ def main() -> None:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
 
-    if args.train_levels:
-        levels = {int(x) for x in args.train_levels.split(",")}
-        learning = level_layers(levels)
+    if args.train_levels or args.train_boxes:
+        levels = {int(x) for x in args.train_levels.split(",")} if args.train_levels else set(
+            range(len(ANCHOR_SPEC.levels))
+        )
+        learning = level_layers(levels, args.train_boxes)
         for layer in train_model.layers:
             layer.trainable = layer.name in learning
         say(f"only levels {sorted(levels)} learn: {', '.join(sorted(learning))}")
@@ -515,7 +526,8 @@ def main() -> None:
     ) -> tuple[tf.Tensor, tf.Tensor]:
         with tf.GradientTape() as tape:
             logits, deltas = train_model(x, training=True)
-            n_pos = tf.maximum(tf.reduce_sum(box_w), 1.0)
+            # Positive anchors: any_w also marks those of unknown faces, whose box_w is 0.
+            n_pos = tf.maximum(tf.reduce_sum(tf.maximum(box_w, any_w)), 1.0)
             cls_loss = (focal_loss(logits, cls_t, cls_w) + any_head_loss(logits, any_w)) / n_pos
             diff = tf.abs(deltas - box_t)
             smooth = tf.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5)
