@@ -187,8 +187,8 @@ def test_a_grafted_bias_is_re_expressed_at_the_base_input_scale(
 def test_score_ranges_may_grow_only_where_the_uint8_score_is_saturated(
     tmp_path: Path, shift: int, accepted: bool
 ) -> None:
-    """The base's logits reach down to -12.4, far past where the uint8 score is already 0, so
-    a grafted level may reach lower still; reaching 20 steps higher than the base would clip
+    """The base's logits reach far below where the uint8 score is already 0 (-6.2), so a
+    grafted level may reach lower still; reaching 20 steps higher than the base would clip
     scores that matter."""
 
     def edit(model: Any, tensor: Any) -> None:

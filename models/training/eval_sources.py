@@ -222,7 +222,11 @@ def tally(samples: Sequence[Sample], dets: Sequence[Any], threshold: float) -> T
         for k in range(len(d.boxes)):
             if k in used:
                 continue
-            if inside_regions(d.boxes[k : k + 1], unknown)[0]:
+            box = d.boxes[k : k + 1]
+            # On an unknown head: a box half inside it (a face on it) or overlapping it.
+            if inside_regions(box, unknown)[0] or (
+                len(unknown) and iou_matrix(box, unknown).max() >= 0.3
+            ):
                 continue
             false_alarms[int(d.labels[k])] += 1
     return Tally(table, false_alarms)

@@ -1,4 +1,4 @@
-"""Graft the large-head levels of one int8 export onto another, leaving the rest bit-identical.
+"""Graft some anchor levels of one int8 export onto another, leaving the rest bit-identical.
 
     python -m models.training.graft --base BASE.tflite --new NEW.tflite --levels 2,3 --out OUT
 
@@ -6,11 +6,14 @@ A fine-tune that trains only some anchor levels (`train.py --train-levels 2,3`) 
 float weights of everything else as they were, but a new int8 export still changes them: the
 calibration re-measures every activation's range from slightly different float weights, and
 small heads, which the daemon follows over many frames, are where that shows (re-exporting the
-shipped model's own weights, untrained, moved the PETS 2009 street count from 23 counted /
+stage-3 model's own weights, untrained, moved the PETS 2009 street count from 23 counted /
 6 twice to 30 / 12). So the new levels' tensors (their weights, biases and activation ranges)
-are copied into the base model and nothing else is: the other levels' outputs stay
-bit-identical. The outputs concatenate every level at one scale; the grafted levels' outputs
-keep the base's scale, which must hold their range to within 5 % (checked).
+are copied into the base model and nothing else is: the backbone, the top-down path and the
+other levels stay bit-identical. The outputs concatenate every level at one scale: grafted
+levels' outputs keep the base's scale, which must hold their range to within 5 % (checked;
+logits past where the uint8 score is already 0 or 255 may grow), unless every level of an
+output is grafted, and then that output takes the new export's range. With --boxes-only only
+the box predictors are taken (a `train.py --train-boxes` fine-tune).
 
 Needs only the runtime's flatbuffer schema (ai_edge_litert), not TensorFlow.
 """
@@ -32,6 +35,13 @@ from ai_edge_litert import schema_py_generated as schema
 # scores 255 (sigmoid >= 254.5 / 256), one at or below LOGIT_FLOOR scores 0 (< 0.5 / 256).
 LOGIT_CEILING = math.log(254.5 / 1.5)
 LOGIT_FLOOR = math.log(0.5 / 255.5)
+
+# Operators whose inputs are (activation, int8 weights, int32 bias at input x weight scale).
+_BIASED_OPS = {
+    schema.BuiltinOperator.CONV_2D,
+    schema.BuiltinOperator.DEPTHWISE_CONV_2D,
+    schema.BuiltinOperator.FULLY_CONNECTED,
+}
 
 # Layers of models/training/model.py that feed one anchor level only.
 _LEVEL_PARTS = ("{l}_a_dw", "{l}_a_pw", "{l}_b_dw", "{l}_b_pw")
@@ -80,7 +90,11 @@ def _rescale_bias(model: Any, bias: Any, weights: Any, input_scale: float) -> No
     values = np.frombuffer(bytes(buf.data), dtype="<i4").astype(np.float64)
     real = values * np.asarray(bias.quantization.scale, np.float64)
     scale = input_scale * np.asarray(weights.quantization.scale, np.float64)
-    buf.data = np.round(real / scale).astype("<i4").view(np.uint8)
+    rounded = np.round(real / scale)
+    info = np.iinfo(np.int32)
+    if rounded.min() < info.min or rounded.max() > info.max:
+        raise ValueError(f"{bias.name.decode()}: bias does not fit int32 at the base's scale")
+    buf.data = rounded.astype("<i4").view(np.uint8)
     bias.quantization.scale = [float(x) for x in scale]
 
 
@@ -166,7 +180,15 @@ def graft(
                 continue
             if list(bq.scale) == list(nq.scale) and list(bq.zeroPoint) == list(nq.zeroPoint):
                 continue
-            if t != op.inputs[0] or len(op.inputs) < 3 or op.inputs[2] not in taken:
+            code = base.operatorCodes[op.opcodeIndex]
+            kind = max(code.builtinCode, code.deprecatedBuiltinCode)
+            if (
+                kind not in _BIASED_OPS
+                or t != op.inputs[0]
+                or len(op.inputs) < 3
+                or op.inputs[2] not in taken
+                or not _constant(base, bg.tensors[op.inputs[2]])
+            ):
                 raise ValueError(
                     f"{bg.tensors[t].name.decode()}: input of a grafted operator "
                     "quantised differently in the two exports"
@@ -197,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"graft: {exc}", file=sys.stderr)
         return 1
-    what = "box predictors" if args.boxes_only else "tensors"
-    print(f"wrote {args.out}: {n} {what} of levels {args.levels} from {args.new}")
+    what = "the box predictors of levels" if args.boxes_only else "levels"
+    print(f"wrote {args.out}: {n} tensors of {what} {args.levels} from {args.new}")
     return 0
 
 
