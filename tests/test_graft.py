@@ -19,7 +19,7 @@ import pytest
 from edge.anchors import ANCHOR_SPEC, anchors_per_cell
 from edge.config.detector import default_model_path
 from edge.interpreter import load_cpu
-from models.training.graft import graft, level_layers, read_model, write_model
+from models.training.graft import graft, holds_data, level_layers, read_model, write_model
 
 MODEL = default_model_path()
 
@@ -42,20 +42,28 @@ def _outputs(path: Path, image: np.ndarray) -> list[np.ndarray]:
     return [interp.get_tensor(d["index"])[0].astype(int) for d in interp.get_output_details()]
 
 
+def _edited(tmp_path: Path, edit: Callable[[Any, Any], None], name: str) -> Path:
+    """The shipped model with `edit(model, tensor)` applied to every tensor, written out."""
+    model = read_model(MODEL)
+    for tensor in model.subgraphs[0].tensors:
+        edit(model, tensor)
+    out = tmp_path / name
+    write_model(model, out)
+    return out
+
+
 def _changed_export(tmp_path: Path) -> Path:
     """The shipped model with its stride-32 class predictor's int8 weights reversed."""
-    model = read_model(MODEL)
-    graph = model.subgraphs[0]
-    for tensor in graph.tensors:
-        name = tensor.name.decode()
-        data = model.buffers[tensor.buffer].data
-        if name.endswith("/cls2_1/convolution") and data is not None and len(data):
+    reversed_kernels = []
+
+    def edit(model: Any, tensor: Any) -> None:
+        if tensor.name.decode().endswith("/cls2_1/convolution") and holds_data(model, tensor):
+            data = model.buffers[tensor.buffer].data
             model.buffers[tensor.buffer].data = np.asarray(data, np.uint8)[::-1].copy()
-            break
-    else:
-        raise AssertionError("no cls2 kernel in the shipped model")
-    out = tmp_path / "changed.tflite"
-    write_model(model, out)
+            reversed_kernels.append(tensor)
+
+    out = _edited(tmp_path, edit, "changed.tflite")
+    assert reversed_kernels, "no cls2 kernel in the shipped model"
     return out
 
 
@@ -114,18 +122,9 @@ def test_level_layers_name_each_levels_own_layers() -> None:
     assert "down6" in level_layers({3})
 
 
-def _edited(tmp_path: Path, edit: Callable[[Any, Any], None], name: str) -> Path:
-    """The shipped model with `edit(model, tensor)` applied to every tensor, written out."""
-    model = read_model(MODEL)
-    for tensor in model.subgraphs[0].tensors:
-        edit(model, tensor)
-    out = tmp_path / name
-    write_model(model, out)
-    return out
-
-
 def _box_path(name: str) -> bool:
-    """Activations between the box predictors and the box output (not the scores)."""
+    """Activations between the box predictors and the box output (not the scores); the
+    concatenation is StatefulPartitionedCall_1:11, the uint8 output StatefulPartitionedCall_1:1."""
     return bool(re.search(r"/box\d_1/|/box\d_flat_1/|box_deltas|StatefulPartitionedCall_1:1", name))
 
 
@@ -138,9 +137,9 @@ def test_a_boxes_only_graft_of_every_level_takes_the_box_output_and_its_new_rang
     def edit(model: Any, tensor: Any) -> None:
         name = tensor.name.decode()
         data = model.buffers[tensor.buffer].data
-        if name.endswith("/box2_1/convolution") and data is not None and len(data):
+        if name.endswith("/box2_1/convolution") and holds_data(model, tensor):
             model.buffers[tensor.buffer].data = np.asarray(data, np.uint8)[::-1].copy()
-        elif _box_path(name) and not (data is not None and len(data)):
+        elif _box_path(name) and not holds_data(model, tensor):
             tensor.quantization.scale = [s * 1.3 for s in tensor.quantization.scale]
 
     changed = _edited(tmp_path, edit, "boxes.tflite")
@@ -193,8 +192,7 @@ def test_score_ranges_may_grow_only_where_the_uint8_score_is_saturated(
 
     def edit(model: Any, tensor: Any) -> None:
         name = tensor.name.decode()
-        data = model.buffers[tensor.buffer].data
-        if "/cls2_1/" in name and not (data is not None and len(data)):
+        if "/cls2_1/" in name and not holds_data(model, tensor):
             tensor.quantization.zeroPoint = [z + shift for z in tensor.quantization.zeroPoint]
 
     changed = _edited(tmp_path, edit, "shifted.tflite")

@@ -78,7 +78,7 @@ def write_model(model: Any, path: Path) -> None:
     path.write_bytes(bytes(builder.Output()))
 
 
-def _constant(model: Any, tensor: Any) -> bool:
+def holds_data(model: Any, tensor: Any) -> bool:
     """Whether the tensor holds data in the file (weights, biases) rather than activations."""
     data = model.buffers[tensor.buffer].data
     return data is not None and len(data) > 0
@@ -137,11 +137,11 @@ def graft(
         name = nt.name.decode()
         if not own.search(name):
             continue
-        data = base.buffers[bt.buffer].data
-        if data is not None and len(data):
+        if holds_data(base, bt):
             base.buffers[bt.buffer].data = new.buffers[nt.buffer].data
         elif outputs.search(name) and not whole_output:
-            lo, hi = _range(bt.quantization)
+            base_lo, base_hi = _range(bt.quantization)
+            lo, hi = base_lo, base_hi
             new_lo, new_hi = _range(nt.quantization)
             if "/cls" in name:
                 # Logits past these give the top or bottom uint8 score anyway: clipping
@@ -149,8 +149,7 @@ def graft(
                 lo = -math.inf if lo <= LOGIT_FLOOR else lo
                 hi = math.inf if hi >= LOGIT_CEILING else hi
             # A sliver past the base's range clips only the most extreme values.
-            spread = _range(bt.quantization)[1] - _range(bt.quantization)[0]
-            if max(lo - new_lo, new_hi - hi) > 0.05 * spread:
+            if max(lo - new_lo, new_hi - hi) > 0.05 * (base_hi - base_lo):
                 raise ValueError(
                     f"{name}: grafted range {new_lo:.2f}..{new_hi:.2f} exceeds the "
                     f"base outputs' {lo:.2f}..{hi:.2f}"
@@ -162,7 +161,7 @@ def graft(
     if whole_output:
         # Reshapes, the concatenation and the final uint8 quantisation, in graph order.
         for op in bg.operators:
-            ins = [t for t in op.inputs if t >= 0 and not _constant(base, bg.tensors[t])]
+            ins = [t for t in op.inputs if t >= 0 and not holds_data(base, bg.tensors[t])]
             if ins and all(t in taken for t in ins):
                 for t in op.outputs:
                     bg.tensors[t].quantization = ng.tensors[t].quantization
@@ -172,11 +171,11 @@ def graft(
     # that tensor's scale in the new export: re-expressed at the base's scale, which the
     # operator reads here (the int8 weights do not depend on it).
     for op in bg.operators:
-        if not any(t in taken for t in list(op.outputs)):
+        if not any(t in taken for t in op.outputs):
             continue
         for t in (t for t in op.inputs if t >= 0 and t not in taken):
             bq, nq = bg.tensors[t].quantization, ng.tensors[t].quantization
-            if bq is None or bq.scale is None or _constant(base, bg.tensors[t]):
+            if bq is None or bq.scale is None or holds_data(base, bg.tensors[t]):
                 continue
             if list(bq.scale) == list(nq.scale) and list(bq.zeroPoint) == list(nq.zeroPoint):
                 continue
@@ -187,7 +186,7 @@ def graft(
                 or t != op.inputs[0]
                 or len(op.inputs) < 3
                 or op.inputs[2] not in taken
-                or not _constant(base, bg.tensors[op.inputs[2]])
+                or not holds_data(base, bg.tensors[op.inputs[2]])
             ):
                 raise ValueError(
                     f"{bg.tensors[t].name.decode()}: input of a grafted operator "

@@ -4,8 +4,8 @@
 
 Writes <run>/last.weights.h5 and <run>/best.weights.h5 (by mean validation AP50 of the labels
 the validation images carry; when --train-levels names only the stride-32 and 64 levels, on
-views of them zoomed onto one head),
-<run>/state.json and <run>/log.txt. Re-running the same command resumes.
+views of them zoomed onto one head), <run>/state.json and <run>/log.txt. Re-running the same
+command resumes.
 """
 
 from __future__ import annotations
@@ -409,6 +409,11 @@ def main() -> None:
     if not 0 < lo <= hi:
         ap.error(f"--zoom-px: {args.zoom_px!r} needs 0 < MIN <= MAX")
     zoom_px = (lo, hi)
+    levels = (
+        {int(x) for x in args.train_levels.split(",")}
+        if args.train_levels
+        else set(range(len(ANCHOR_SPEC.levels)))
+    )
     if min(args.zoom_backs, args.zoom_unmasked) < 0 or args.zoom_backs + args.zoom_unmasked > 1:
         ap.error("--zoom-backs and --zoom-unmasked are shares of the same views: 0 or more, "
                  "at most 1 in all")
@@ -456,10 +461,9 @@ def main() -> None:
     # The large-head levels trained alone are ranked on zoomed views, where their heads are
     # (few heads reach them at their own scale); the same views whatever the training's own
     # zoom shares, so runs compare.
-    large_only = args.train_levels and min(int(x) for x in args.train_levels.split(",")) >= 2
     zoomed_val = (
         zoomed_views(val, args.size, ((FACE_NOT_VISIBLE, 1 / 3), (FRONT_WITHOUT_MASK, 1 / 3)))
-        if large_only and not args.train_boxes
+        if min(levels) >= 2 and not args.train_boxes
         else []
     )
     if zoomed_val:
@@ -485,9 +489,6 @@ def main() -> None:
             layer.trainable = False
 
     if args.train_levels or args.train_boxes:
-        levels = {int(x) for x in args.train_levels.split(",")} if args.train_levels else set(
-            range(len(ANCHOR_SPEC.levels))
-        )
         learning = level_layers(levels, args.train_boxes)
         for layer in train_model.layers:
             layer.trainable = layer.name in learning
