@@ -17,9 +17,11 @@ mask or no mask; MoveNet's shoulder order tells a body facing away. The rule, pe
    their face labels; YOLOX heads that hold none of their faces become `head` (label unknown).
 2. YuNet on a square crop of 1.6 head sides, letterboxed to 160 x 160. A face whose centre lies
    in the head box, score >= FRONT_SCORE, eye distance >= FRONTAL_EYES of its width and the nose
-   between the eyes is *front*, boxed by YuNet's face box (the convention of the face-mask
-   photos and of the held-out scoring). Any other face there (score >= ANY_FACE_SCORE: a profile,
-   a doubtful face) makes the head `head`: it teaches "a head is here", never which label.
+   between the eyes is *front*, boxed by YuNet's face box moved onto the face-mask photos'
+   convention (`facebox.photo_box`: YuNet takes in the forehead, people drawing face boxes do
+   not; the held-out scoring matches boxes drawn by people). Any other face there (score >=
+   ANY_FACE_SCORE: a profile, a doubtful face) makes the head `head`: it teaches "a head is
+   here", never which label.
 3. No face at all: `face_not_visible` with the head box when the head is >= MIN_NOT_VISIBLE px
    tall (a face that small is too blurred for YuNet to promise it is absent) and, for a head
    the teacher found (not one the source drew), a YOLOX body holds it in its top 40 % (YOLOX
@@ -62,6 +64,7 @@ import numpy as np
 from edge.anchors import ANCHOR_SPEC, iou_matrix, make_anchors
 from edge.postprocess import dequantize, select_heads
 from models.training.data import write_labels
+from models.training.facebox import photo_box
 from models.training.teacher import MOVENET, MoveNet, facing
 
 HERE = Path(__file__).resolve().parent
@@ -330,8 +333,9 @@ def label_head(
             if label == "head":
                 return Head(as_tuple, "head", why)  # type: ignore[arg-type]
             x, y, w, fh = (float(v) for v in best[:4])
-            face_box = (round(x, 1), round(y, 1), round(x + w, 1), round(y + fh, 1))
-            return Head(face_box, label, why)
+            # YuNet's box, moved onto the face-mask photos' convention (facebox.py).
+            face_box = tuple(round(v, 1) for v in photo_box((x, y, x + w, y + fh), label))
+            return Head(face_box, label, why)  # type: ignore[arg-type]
         seen_from_behind = source in NOBODY_FACING and teachers.body_under(head) is not None
         if seen_from_behind and h >= MIN_NOT_VISIBLE:
             # YuNet fires weakly on some backs of heads; this clip shows no face at all.
