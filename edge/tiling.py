@@ -79,7 +79,7 @@ TILE_FACE_MAX_PX = 64.0
 MIN_TILE_PX = 32
 # Large faces: a face filling a portrait or a door camera's picture is 200-300 px in the input,
 # where the model is less sure of it than at about 100 px (face-mask-853 validation faces
-# cropped to fill 85 % of a picture: AP50 0.862 / 0.719 in one pass, 0.957 / 0.850 with the
+# cropped to fill 85 % of a picture: AP50 0.879 / 0.725 in one pass, 0.954 / 0.839 with the
 # views below, `make eval-model`). The whole image is also seen shrunk by each ZOOM_OUTS
 # factor into a corner of the input; the whole-image pass keeps faces under
 # STILL_LARGE_FACE_PX in its input, a zoomed-out pass those from ZOOMED_MIN_PX to
