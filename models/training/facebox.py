@@ -25,10 +25,10 @@ import cv2
 import numpy as np
 
 from edge.anchors import iou_matrix
+from edge.detection import FRONT_WITH_MASK, FRONT_WITHOUT_MASK, LABELS
 from models.training.data import Sample, face_mask_split
+from models.training.teacher import YUNET, YUNET_SIDE, square_warp
 
-YUNET = "weights/face_detection_yunet_2023mar.onnx"
-YUNET_SIDE = 160
 FIT_MIN_PX = 24.0  # faces smaller than this are too blurred for YuNet to box them reliably
 FIT_CROP = 2.5  # crop side around a face, in face sides, for YuNet
 FIT_MIN_IOU = 0.3  # a YuNet face this far off the drawn one is another face
@@ -56,7 +56,6 @@ def yunet_pairs(
     net = cv2.FaceDetectorYN.create(
         str(shared / YUNET), "", (YUNET_SIDE, YUNET_SIDE), 0.5, 0.3, 5000
     )
-    names = {0: "front_with_mask", 1: "front_without_mask"}
     out = []
     for s in samples:
         img = cv2.imread(str(s.image_path), cv2.IMREAD_COLOR)
@@ -64,20 +63,20 @@ def yunet_pairs(
             raise FileNotFoundError(f"{s.image_path}: cannot read image")
         for b, label in zip(s.boxes.astype(float), s.labels.tolist(), strict=True):
             side = max(b[2] - b[0], b[3] - b[1])
-            if label not in names or side < FIT_MIN_PX:
+            if label not in (FRONT_WITH_MASK, FRONT_WITHOUT_MASK) or side < FIT_MIN_PX:
                 continue
             crop_side = side * FIT_CROP
             x0, y0 = (b[0] + b[2] - crop_side) / 2, (b[1] + b[3] - crop_side) / 2
             k = YUNET_SIDE / crop_side
-            warp = np.array([[k, 0, -x0 * k], [0, k, -y0 * k]], np.float32)
-            _, found = net.detect(cv2.warpAffine(img, warp, (YUNET_SIDE, YUNET_SIDE)))
+            crop = cv2.warpAffine(img, square_warp(x0, y0, k), (YUNET_SIDE, YUNET_SIDE))
+            _, found = net.detect(crop)
             if found is None:
                 continue
             faces = np.c_[found[:, :2], found[:, :2] + found[:, 2:4]] / k + [x0, y0, x0, y0]
             iou = iou_matrix(b[None], faces.astype(float))[0]
             j = int(np.argmax(iou))
             if iou[j] >= FIT_MIN_IOU:
-                out.append((names[label], b, faces[j].astype(float)))
+                out.append((LABELS[label], b, faces[j].astype(float)))
     return out
 
 

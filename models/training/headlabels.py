@@ -65,12 +65,11 @@ from edge.anchors import ANCHOR_SPEC, iou_matrix, make_anchors
 from edge.postprocess import dequantize, select_heads
 from models.training.data import write_labels
 from models.training.facebox import photo_box
-from models.training.teacher import MOVENET, MoveNet, facing
+from models.training.teacher import MOVENET, YUNET, YUNET_SIDE, MoveNet, facing, square_warp
 
 HERE = Path(__file__).resolve().parent
 LABELS_DIR = HERE / "labels"
 YOLOX = "weights/yolox_n_body_head_hand_256x320_float16.tflite"
-YUNET = "weights/face_detection_yunet_2023mar.onnx"
 BODY_CLASS, HEAD_CLASS = 0, 1
 HEAD_SCORE = 0.4  # YOLOX head score for a head; weaker ones (>= 0.25) still become `head`
 FRONT_SCORE = 0.6  # YuNet score for a front face
@@ -78,7 +77,6 @@ ANY_FACE_SCORE = 0.3  # YuNet score at which a face may be there: never face_not
 FRONTAL_EYES = 0.3  # eye distance / face-box width of a frontal face (../shared/README.md)
 MIN_NOT_VISIBLE = 20.0  # px: smaller heads without a face are `head`, not face_not_visible
 CROP = 1.6  # crop side around a head, in head sides
-YUNET_SIDE = 160
 MASK_SCORE = 0.5  # the shipped detector's score for its reading to count
 # Lab distance below the nose tip vs between the eyes: at or above NOSE_MASK the nose is
 # covered, at or below NOSE_BARE it is skin, between the test abstains. On 1,385 frontal faces of
@@ -250,11 +248,6 @@ class Teachers:
         if ious[best] < 0.3:
             return 0.0, 0.0
         return float(scores[best, 0]), float(scores[best, 1])
-
-
-def square_warp(x0: float, y0: float, k: float) -> np.ndarray:
-    """The affine map that crops from (x0, y0) and scales by k (crop, pad and resize at once)."""
-    return np.array([[k, 0, -x0 * k], [0, k, -y0 * k]], np.float32)
 
 
 def nose_distance(bgr: np.ndarray, face: np.ndarray) -> float:

@@ -34,6 +34,8 @@ import cv2
 import numpy as np
 
 MOVENET = "weights/movenet_single_pose_lightning_ptq.tflite"
+YUNET = "weights/face_detection_yunet_2023mar.onnx"
+YUNET_SIDE = 160  # px: the square YuNet is run at (a crop around a head or face)
 NOSE, L_EYE, R_EYE, L_EAR, R_EAR, L_SH, R_SH = range(7)
 L_HIP, R_HIP = 11, 12
 HEAD_POINTS = (NOSE, L_EYE, R_EYE, L_EAR, R_EAR)
@@ -191,6 +193,12 @@ def head_from_keypoints(kp: np.ndarray, width: int, height: int) -> HeadLabel | 
     return HeadLabel(box, label)
 
 
+def square_warp(x0: float, y0: float, k: float) -> np.ndarray:
+    """The affine map that crops from (x0, y0) and scales by k: crop, pad (black past the
+    frame) and resize in one cv2.warpAffine, sub-pixel exact."""
+    return np.array([[k, 0, -x0 * k], [0, k, -y0 * k]], np.float32)
+
+
 class MoveNet:
     """The teacher model, run on square crops of a frame."""
 
@@ -212,9 +220,9 @@ class MoveNet:
         side = max(float(side), 16.0)
         x0, y0 = cx - side / 2, cy - side / 2
         scale = self.size / side
-        # Affine warp = crop + pad + resize in one step, sub-pixel exact.
-        m = np.array([[scale, 0, -x0 * scale], [0, scale, -y0 * scale]], np.float32)
-        crop = cv2.warpAffine(bgr, m, (self.size, self.size), flags=cv2.INTER_LINEAR)
+        crop = cv2.warpAffine(
+            bgr, square_warp(x0, y0, scale), (self.size, self.size), flags=cv2.INTER_LINEAR
+        )
         rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
         self.interp.set_tensor(self.inp["index"], rgb[None])
         self.interp.invoke()
