@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -401,7 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("track", help="track MOTChallenge detections, print MOT rows")
     p.add_argument("--mot", type=Path, required=True, metavar="DET.txt")
     p.add_argument("--fps", type=float, required=True)
-    p.add_argument("--min-score", type=float, default=0.0)
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=-math.inf,
+        help="drop detections scoring below this, in the file's units (default: keep all; "
+        "a file whose scores leave [0, 1], such as DPM's margins, is read as logits)",
+    )
     p.add_argument(
         "--steady-boxes",
         action="store_true",

@@ -59,11 +59,18 @@ FILL_GAP_S = 1.0
 _FIELDS = (("frame", 0), ("x", 2), ("y", 3), ("w", 4), ("h", 5), ("score", 6))
 
 
-def read_detections(det_path: Path, min_score: float = 0.0) -> dict[int, list[Detection]]:
+def read_detections(det_path: Path, min_score: float = -math.inf) -> dict[int, list[Detection]]:
     """The detections of `det_path` grouped by frame number, those below min_score dropped.
 
     The tracker is class-agnostic; a whole-body box carries no face, so every detection gets
-    the face_not_visible label with the row's score.
+    the face_not_visible label with the row's score. min_score is in the file's own units.
+
+    The tracker's high_score and low_score are probabilities, as the daemon's detector gives.
+    Some public detections are not: DPM's (MOT16, MOT17) are SVM margins, negative for many
+    real people. When any score in the file lies outside [0, 1], every score is read as a
+    logit and passed through the logistic function (margin 0 -> 0.5), so that a margin of
+    0.4 or more may start a track and one above -2.2 may extend one, instead of every
+    negative margin being ignored and most positive ones too weak to start a track.
 
     Raises:
         MotFormatError: naming the file, line and field of the first bad row.
@@ -112,7 +119,15 @@ def read_detections(det_path: Path, min_score: float = 0.0) -> dict[int, list[De
             frames.setdefault(int(frame), []).append(
                 Detection(box=box, label=FACE_NOT_VISIBLE, score=score, scores=(0.0, 0.0, score))
             )
+    if any(not 0.0 <= d.score <= 1.0 for dets in frames.values() for d in dets):
+        frames = {f: [_as_probability(d) for d in dets] for f, dets in frames.items()}
     return frames
+
+
+def _as_probability(detection: Detection) -> Detection:
+    """A detection whose score is a logit (a margin), with the logistic of it as its score."""
+    p = 0.5 * (1.0 + math.tanh(0.5 * detection.score))  # logistic, without overflow
+    return Detection(box=detection.box, label=FACE_NOT_VISIBLE, score=p, scores=(0.0, 0.0, p))
 
 
 @dataclass(slots=True)
@@ -147,7 +162,8 @@ def track_mot(
     Args:
         det_path: MOTChallenge detection file.
         fps: the sequence's frame rate; frame k is at time (k - 1) / fps seconds.
-        min_score: detections scoring below this are dropped before tracking.
+        min_score: detections scoring below this (in the file's units) are dropped before
+            tracking; scores outside [0, 1] are then read as logits (read_detections).
         out: where the rows go, sorted by frame then id.
         config: tracker settings; the daemon's defaults when None.
         fill_gap_s: longest gap (s) between two detections of a track filled by interpolation.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +76,26 @@ def test_min_score_drops_weak_detections(tmp_path: Path) -> None:
     out = io.StringIO()
     assert track_mot(path, 25.0, 0.5, out) == 0
     assert out.getvalue() == ""
+
+
+def test_margin_scores_are_read_as_logits(tmp_path: Path) -> None:
+    # A detector that gives margins (DPM in MOT16/17): a walker at margins 0.5-1.0, a patch
+    # of clutter at -1 in the same frames. Read as logits, the walker's detections are
+    # confident (0.62-0.73) and the clutter's weak (0.27): one person, the clutter never a
+    # track of its own.
+    walker = [(f, 100.0 + 3 * f, 100.0, 40.0, 100.0, 0.5 + 0.5 * (f % 2)) for f in range(1, 40)]
+    clutter = [(f, 500.0, 300.0, 40.0, 100.0, -1.0) for f in range(1, 40)]
+    path = write_dets(tmp_path / "det.txt", walker + clutter)
+    frames = read_detections(path)
+    scores = sorted({round(d.score, 3) for dets in frames.values() for d in dets})
+    assert scores == [0.269, 0.622, 0.731]
+    out = io.StringIO()
+    assert track_mot(path, 25.0, -math.inf, out) == 1
+    rows = parse(out.getvalue())
+    assert np.all(rows[:, 3] == 100.0)  # every row is the walker's
+    # Scores within [0, 1] are probabilities already and stay as they are.
+    plain = write_dets(tmp_path / "plain.txt", [(1, 10.0, 10.0, 5.0, 10.0, 0.3)])
+    assert read_detections(plain)[1][0].score == 0.3
 
 
 def test_gap_rows_are_filled_between_detections(tmp_path: Path) -> None:
