@@ -156,6 +156,47 @@ def test_tiles_keep_only_faces_small_in_their_input() -> None:
     assert [d.box for d in found] == [small]
 
 
+def test_a_tile_box_inside_a_much_larger_face_is_a_piece_of_it() -> None:
+    """A close-up face the whole image finds; a tile reads its eye, 70 px in the tile's input,
+    as a face: dropped as a piece of the larger face. A tile's box of a face about as large as
+    a coarse box there (a better-placed box of that face) is kept, and so is a large tile box
+    inside a head box (face_not_visible): a face on a head is no piece of it."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    windows = [w for level in still_windows(640, 480, 2) for w in level]
+    per_px = max(windows[1][2] - windows[1][0], windows[1][3] - windows[1][1]) / 320
+    side = 70 * per_px  # image pixels of a box 70 px in a tile's input
+    face = (20.0, 20.0, 220.0, 220.0)  # 100 px in the whole-image input
+    eye = (60.0, 80.0, 60.0 + side, 80.0 + side)
+    head = (300.0, 260.0, 500.0, 460.0)
+    on_head = (330.0, 300.0, 330.0 + side, 300.0 + side)
+    coarse = (400.0, 20.0, 470.0, 90.0)  # a loose coarse box; the tile's box is its size
+    better = (405.0, 28.0, 405.0 + side, 28.0 + side)
+    whole = [(face, FRONT_WITH_MASK), (head, FACE_NOT_VISIBLE), (coarse, FRONT_WITHOUT_MASK)]
+    in_tiles = [(box, FRONT_WITHOUT_MASK) for box in (eye, on_head, better)]
+    calls: list[int] = []
+
+    def views(crop: np.ndarray) -> list[Detection]:
+        k = len(calls)
+        calls.append(k)
+        if k >= len(windows):  # the zoomed-out views: nothing
+            return []
+        ox, oy, x2, y2 = windows[k]
+        found = []
+        for box, label in whole if k == 0 else in_tiles:
+            if box[0] >= ox and box[1] >= oy and box[2] <= x2 and box[3] <= y2:
+                scores = [0.0, 0.0, 0.0]
+                scores[label] = 0.8 if k == 0 else 0.9
+                shifted = (box[0] - ox, box[1] - oy, box[2] - ox, box[3] - oy)
+                found.append(
+                    Detection(shifted, label, scores[label], (scores[0], scores[1], scores[2]))
+                )
+        return found
+
+    found = {d.box for d in detect_still(views, frame, 2, 320, 0.45, 50)}
+    assert eye not in found
+    assert {face, head, on_head, better} <= found
+
+
 def test_a_face_too_large_for_one_pass_is_read_from_a_zoomed_out_view() -> None:
     """A face 200 px in the whole-image input is taken from the 2x zoomed-out view (100 px
     there), in the photo's own pixels; a face 50 px in the input stays the whole pass's. The
