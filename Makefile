@@ -94,7 +94,7 @@ $(TRAIN_VENV)/.installed: pyproject.toml
 	$(TRAIN_VENV)/bin/pip install -q -e '.[train,litert]'
 	touch $@
 
-# Six stages at 320 px, each resumable: 20 epochs from ImageNet on the photos and the
+# Seven stages at 320 px, each resumable: 20 epochs from ImageNet on the photos and the
 # one-by-one clip, a 12-epoch fine-tune adding the classroom clip, unmasked-face photos 3x,
 # 30 % mosaics; then 12 epochs over every source labelled by models/training/headlabels.py
 # (models/training/labels/), heads of unknown label, 25 % views zoomed onto one head. Then
@@ -102,7 +102,8 @@ $(TRAIN_VENV)/.installed: pyproject.toml
 # bit-identical (models/training/graft.py): stride 32 and 64 on 60 % zoomed views, then
 # stride 64 alone on heads zoomed to 160-320 px (its last epoch), then the stride 8, 16 and
 # 32 levels on 40 % zoomed views (the stride-64 level re-exported untrained with them, so
-# both outputs take the new export's ranges).
+# both outputs take the new export's ranges); then the same three levels again at half the
+# rate, of which only the stride-32 one is kept (the other two moved the small-head counts).
 LABELLED ?= hardhat-heads,carpark-frames,street-masks-229,one-by-one-person-detection.mp4,classroom.gif,face-mask-853
 model: $(TRAIN_VENV)/.installed
 	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
@@ -145,7 +146,17 @@ model: $(TRAIN_VENV)/.installed
 	  --weights models/training/runs/stage6/best.weights.h5 --out models/training/runs/stage6.tflite
 	$(TRAIN_VENV)/bin/python -m models.training.graft \
 	  --base models/training/runs/stage5-grafted.tflite --new models/training/runs/stage6.tflite \
-	  --levels 0,1,2,3 --out models/head_detector_int8.tflite
+	  --levels 0,1,2,3 --out models/training/runs/stage6-grafted.tflite
+	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
+	  --run models/training/runs/stage7 --init-tflite models/training/runs/stage6-grafted.tflite \
+	  --train-levels 0,1,2 --epochs 12 --lr 5e-4 --clips "" --labelled $(LABELLED) \
+	  --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.4 --zoom-unmasked 0.2 \
+	  --zoom-backs 0.3 --eval-every 2
+	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
+	  --weights models/training/runs/stage7/best.weights.h5 --out models/training/runs/stage7.tflite
+	$(TRAIN_VENV)/bin/python -m models.training.graft \
+	  --base models/training/runs/stage6-grafted.tflite --new models/training/runs/stage7.tflite \
+	  --levels 2 --out models/head_detector_int8.tflite
 
 edgetpu:
 	@command -v edgetpu_compiler >/dev/null || { echo "edgetpu_compiler is not installed (Coral's apt repository, x86-64 only)"; exit 1; }

@@ -76,10 +76,8 @@ def _inside(box: tuple[float, ...], window: Window) -> bool:
 # when at least PIECE_INSIDE of it lies inside a face box that a coarser view (the whole image,
 # zoomed out, mirrored) found and that is PIECE_AREA_RATIO times its area or more; a tile's box
 # of about the same size as the coarse one is kept, often the better-placed box of that face.
-# (`make eval-model`: with tiles keeping faces under 64 px and no such rule, face-mask-853
-# no-mask 0.702 and street-masks-229 0.497 / 0.689 through `maskwatch detect`; under 96 px with
-# it 0.722 and 0.508 / 0.698, close-ups unchanged; under 96 px without it close-ups filling 35 %
-# of the picture fell from 0.730 to 0.658 no-mask.)
+# The model card ("Face-mask photos beside the peers") gives what each bound and the rule
+# changed on the photos and close-ups.
 STILL_OVERLAP = 0.25
 TILE_FACE_MAX_PX = 96.0
 PIECE_FROM_PX = 64.0
