@@ -105,6 +105,10 @@ $(TRAIN_VENV)/.installed: pyproject.toml
 # both outputs take the new export's ranges); then the same three levels again at half the
 # rate, of which only the stride-32 one is kept (the other two moved the small-head counts).
 LABELLED ?= hardhat-heads,carpark-frames,street-masks-229,one-by-one-person-detection.mp4,classroom.gif,face-mask-853
+# Stages 6 and 7: the stride 8, 16 and 32 levels on every labelled source, 40 % zoomed views.
+SMALL_LEVELS = --train-levels 0,1,2 --epochs 12 --clips "" --labelled $(LABELLED) \
+  --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.4 --zoom-unmasked 0.2 \
+  --zoom-backs 0.3 --eval-every 2
 model: $(TRAIN_VENV)/.installed
 	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
 	  --run models/training/runs/main
@@ -139,9 +143,7 @@ model: $(TRAIN_VENV)/.installed
 	  --levels 3 --out models/training/runs/stage5-grafted.tflite
 	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
 	  --run models/training/runs/stage6 --init-tflite models/training/runs/stage5-grafted.tflite \
-	  --train-levels 0,1,2 --epochs 12 --lr 1e-3 --clips "" --labelled $(LABELLED) \
-	  --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.4 --zoom-unmasked 0.2 \
-	  --zoom-backs 0.3 --eval-every 2
+	  --lr 1e-3 $(SMALL_LEVELS)
 	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
 	  --weights models/training/runs/stage6/best.weights.h5 --out models/training/runs/stage6.tflite
 	$(TRAIN_VENV)/bin/python -m models.training.graft \
@@ -149,9 +151,7 @@ model: $(TRAIN_VENV)/.installed
 	  --levels 0,1,2,3 --out models/training/runs/stage6-grafted.tflite
 	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
 	  --run models/training/runs/stage7 --init-tflite models/training/runs/stage6-grafted.tflite \
-	  --train-levels 0,1,2 --epochs 12 --lr 5e-4 --clips "" --labelled $(LABELLED) \
-	  --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.4 --zoom-unmasked 0.2 \
-	  --zoom-backs 0.3 --eval-every 2
+	  --lr 5e-4 $(SMALL_LEVELS)
 	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
 	  --weights models/training/runs/stage7/best.weights.h5 --out models/training/runs/stage7.tflite
 	$(TRAIN_VENV)/bin/python -m models.training.graft \
