@@ -131,6 +131,18 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1e-9)
 
 
+def inside_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Fraction of each box of a (N, 4) that lies inside each box of b (M, 4) -> (N, M).
+
+    Intersection over a's own area (x1y1x2y2); a box of no area lies inside nothing.
+    """
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
+    area = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-9)
+    return inter / area[:, None]
+
+
 def anchors_xyxy(anchors: np.ndarray) -> np.ndarray:
     """(N, 4) cx, cy, w, h anchors as x1, y1, x2, y2."""
     half = anchors[:, 2:] / 2

@@ -25,7 +25,7 @@ from __future__ import annotations
 import configparser
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -67,16 +67,18 @@ def read_detections(det_path: Path, min_score: float = -math.inf) -> dict[int, l
 
     The tracker's high_score and low_score are probabilities, as the daemon's detector gives.
     Some public detections are not: DPM's (MOT16, MOT17) are SVM margins, negative for many
-    real people. When any score in the file lies outside [0, 1], every score is read as a
-    logit and passed through the logistic function (margin 0 -> 0.5), so that a margin of
-    0.4 or more may start a track and one above -2.2 may extend one, instead of every
-    negative margin being ignored and most positive ones too weak to start a track.
+    real people. When any score in the file, dropped or not, lies outside [0, 1], every
+    score is read as a logit and passed through the logistic function (margin 0 -> 0.5), so
+    that with the default high_score and low_score a margin of about 0.41 or more may start a
+    track and one above -2.2 may extend one, instead of every negative margin being ignored
+    and most positive ones too weak to start a track.
 
     Raises:
         MotFormatError: naming the file, line and field of the first bad row.
         OSError: when the file cannot be read.
     """
     frames: dict[int, list[Detection]] = {}
+    logits = False  # a score outside [0, 1] anywhere in the file, kept or not
     with det_path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             text = line.strip()
@@ -112,6 +114,7 @@ def read_detections(det_path: Path, min_score: float = -math.inf) -> dict[int, l
                     f"{det_path}:{number}: field {bad!r} must be positive, got {values[bad]:g}"
                 )
             score = values["score"]
+            logits |= not 0.0 <= score <= 1.0
             if score < min_score:
                 continue
             x, y = values["x"], values["y"]
@@ -119,7 +122,7 @@ def read_detections(det_path: Path, min_score: float = -math.inf) -> dict[int, l
             frames.setdefault(int(frame), []).append(
                 Detection(box=box, label=FACE_NOT_VISIBLE, score=score, scores=(0.0, 0.0, score))
             )
-    if any(not 0.0 <= d.score <= 1.0 for dets in frames.values() for d in dets):
+    if logits:
         frames = {f: [_as_probability(d) for d in dets] for f, dets in frames.items()}
     return frames
 
@@ -127,7 +130,7 @@ def read_detections(det_path: Path, min_score: float = -math.inf) -> dict[int, l
 def _as_probability(detection: Detection) -> Detection:
     """A detection whose score is a logit (a margin), with the logistic of it as its score."""
     p = 0.5 * (1.0 + math.tanh(0.5 * detection.score))  # logistic, without overflow
-    return Detection(box=detection.box, label=FACE_NOT_VISIBLE, score=p, scores=(0.0, 0.0, p))
+    return replace(detection, score=p, scores=(0.0, 0.0, p))
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
+from edge.anchors import inside_matrix
 from edge.detection import FACE_NOT_VISIBLE, Detection
 from edge.layout import Window
 from edge.postprocess import nms
@@ -227,25 +228,19 @@ def _without_pieces(found: list[list[Detection]], tile_px: list[float]) -> list[
     if not len(faces):
         return found
     face_area = (faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])
-    out = []
+    out: list[list[Detection]] = []
     for view, px in zip(found, tile_px, strict=True):
-        if px:
-            view = [
-                d
-                for d in view
-                if longer_side(d.box) < PIECE_FROM_PX * px or not _is_piece(d.box, faces, face_area)
-            ]
-        out.append(view)
+        if not px or not view:
+            out.append(view)
+            continue
+        boxes = np.array([d.box for d in view], dtype=np.float64)
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        area = w * h
+        large = np.maximum(w, h) >= PIECE_FROM_PX * px
+        inside = inside_matrix(boxes, faces) >= PIECE_INSIDE
+        piece = large & (inside & (face_area[None, :] >= PIECE_AREA_RATIO * area[:, None])).any(1)
+        out.append([view[k] for k in np.flatnonzero(~piece)])
     return out
-
-
-def _is_piece(box: Box, faces: np.ndarray, face_area: np.ndarray) -> bool:
-    """Whether box lies PIECE_INSIDE inside a face PIECE_AREA_RATIO times its area or more."""
-    x1, y1, x2, y2 = box
-    area = (x2 - x1) * (y2 - y1)
-    iw = np.clip(np.minimum(x2, faces[:, 2]) - np.maximum(x1, faces[:, 0]), 0.0, None)
-    ih = np.clip(np.minimum(y2, faces[:, 3]) - np.maximum(y1, faces[:, 1]), 0.0, None)
-    return bool(((iw * ih >= PIECE_INSIDE * area) & (face_area >= PIECE_AREA_RATIO * area)).any())
 
 
 def detect_still(

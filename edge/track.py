@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 import scipy
 
-from edge.anchors import iou_matrix
+from edge.anchors import inside_matrix, iou_matrix
 from edge.config.tracker import TrackerConfig
 from edge.detection import Detection
 
@@ -280,7 +280,7 @@ class Tracker:
         if len(births):
             hidden = np.zeros(len(births), dtype=bool)
             if self._tracks and cfg.birth_overlap < 1:
-                inside = self._inside(boxes[births], self._boxes()).max(axis=1)
+                inside = inside_matrix(boxes[births], self._boxes()).max(axis=1)
                 hidden = inside >= cfg.birth_overlap
             self._start(boxes[births], [detections[i] for i in births.tolist()], timestamp, hidden)
         return TrackUpdate(self._heads(), ended)
@@ -550,20 +550,11 @@ class Tracker:
         if len(hidden):
             boxes = self._boxes()
             older = np.arange(len(boxes))[None, :] < hidden[:, None]
-            inside = np.where(older, self._inside(boxes[hidden], boxes), 0.0).max(axis=1)
+            inside = np.where(older, inside_matrix(boxes[hidden], boxes), 0.0).max(axis=1)
             self._hidden[hidden[inside < self.config.birth_overlap]] = False
             due = due[~self._hidden[due]]
         for row in due.tolist():
             self._tracks[row].confirmed = True
-
-    @staticmethod
-    def _inside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Fraction of each box of `a` (x1, y1, x2, y2) that lies inside each box of `b`."""
-        iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-        ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-        inter = np.clip(iw, 0.0, None) * np.clip(ih, 0.0, None)
-        area = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-9)
-        return inter / area[:, None]
 
     def _end_exits(self, frame_size: tuple[float, float]) -> list[EndedTrack]:
         """Remove tracks missed last time whose predicted box lies wholly outside the frame."""

@@ -93,6 +93,10 @@ def test_margin_scores_are_read_as_logits(tmp_path: Path) -> None:
     assert track_mot(path, 25.0, -math.inf, out) == 1
     rows = parse(out.getvalue())
     assert np.all(rows[:, 3] == 100.0)  # every row is the walker's
+    # The file's scale decides, not what --min-score keeps: margins of 0.5 and 1.0 kept alone
+    # are still margins.
+    kept = sorted({round(d.score, 3) for dets in read_detections(path, 0.0).values() for d in dets})
+    assert kept == [0.622, 0.731]
     # Scores within [0, 1] are probabilities already and stay as they are.
     plain = write_dets(tmp_path / "plain.txt", [(1, 10.0, 10.0, 5.0, 10.0, 0.3)])
     assert read_detections(plain)[1][0].score == 0.3

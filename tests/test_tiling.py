@@ -156,29 +156,32 @@ def test_tiles_keep_only_faces_small_in_their_input() -> None:
     assert [d.box for d in found] == [small]
 
 
-def test_a_tile_box_inside_a_much_larger_face_is_a_piece_of_it() -> None:
+@pytest.mark.parametrize("mirror", [False, True])
+def test_a_tile_box_inside_a_much_larger_face_is_a_piece_of_it(mirror: bool) -> None:
     """A close-up face the whole image finds; a tile reads its eye, 70 px in the tile's input,
-    as a face: dropped as a piece of the larger face. A tile's box of a face about as large as
-    a coarse box there (a better-placed box of that face) is kept, and so is a large tile box
-    inside a head box (face_not_visible): a face on a head is no piece of it."""
+    as a face: dropped as a piece of the larger face. Kept: a tile's box wholly inside a
+    coarse face box of under three times its area (a better-placed box of that face), a tile
+    box under 64 px inside the large face (a small face is no piece), and a large tile box
+    inside a head box (face_not_visible: a face on a head is no piece of it)."""
     frame = np.zeros((480, 640, 3), np.uint8)
     windows = [w for level in still_windows(640, 480, 2) for w in level]
     per_px = max(windows[1][2] - windows[1][0], windows[1][3] - windows[1][1]) / 320
     side = 70 * per_px  # image pixels of a box 70 px in a tile's input
     face = (20.0, 20.0, 220.0, 220.0)  # 100 px in the whole-image input
     eye = (60.0, 80.0, 60.0 + side, 80.0 + side)
+    small = (150.0, 150.0, 150.0 + 50 * per_px, 150.0 + 50 * per_px)  # 50 px in the tile
     head = (300.0, 260.0, 500.0, 460.0)
     on_head = (330.0, 300.0, 330.0 + side, 300.0 + side)
-    coarse = (400.0, 20.0, 470.0, 90.0)  # a loose coarse box; the tile's box is its size
-    better = (405.0, 28.0, 405.0 + side, 28.0 + side)
+    coarse = (400.0, 20.0, 400.0 + 1.6 * side, 20.0 + 1.6 * side)  # 2.56 x the tile box's area
+    better = (410.0, 30.0, 410.0 + side, 30.0 + side)  # wholly inside it
     whole = [(face, FRONT_WITH_MASK), (head, FACE_NOT_VISIBLE), (coarse, FRONT_WITHOUT_MASK)]
-    in_tiles = [(box, FRONT_WITHOUT_MASK) for box in (eye, on_head, better)]
+    in_tiles = [(box, FRONT_WITHOUT_MASK) for box in (eye, small, on_head, better)]
     calls: list[int] = []
 
     def views(crop: np.ndarray) -> list[Detection]:
         k = len(calls)
         calls.append(k)
-        if k >= len(windows):  # the zoomed-out views: nothing
+        if k >= len(windows):  # the zoomed-out and mirrored views: nothing
             return []
         ox, oy, x2, y2 = windows[k]
         found = []
@@ -192,9 +195,9 @@ def test_a_tile_box_inside_a_much_larger_face_is_a_piece_of_it() -> None:
                 )
         return found
 
-    found = {d.box for d in detect_still(views, frame, 2, 320, 0.45, 50)}
+    found = {d.box for d in detect_still(views, frame, 2, 320, 0.45, 50, mirror=mirror)}
     assert eye not in found
-    assert {face, head, on_head, better} <= found
+    assert {face, head, small, on_head, better} <= found
 
 
 def test_a_face_too_large_for_one_pass_is_read_from_a_zoomed_out_view() -> None:
