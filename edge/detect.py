@@ -277,7 +277,9 @@ class Detector:
             return found
         frame_boxes, owner = to_frame(boxes, placements)
         for b, lab, s, i in zip(frame_boxes, labels, class_scores, owner.tolist(), strict=True):
-            if i < 0:
+            # i < 0: centred in no cell; no width or height: a box wholly in the letterbox's
+            # padding, clipped to the window's edge, is no place in the frame.
+            if i < 0 or b[2] <= b[0] or b[3] <= b[1]:
                 continue
             found[i].append(
                 Detection(

@@ -129,8 +129,10 @@ def assert_sane(detections: list[Detection], width: int, height: int, threshold:
     """What any detector's output must satisfy on a width x height frame."""
     for d in detections:
         x1, y1, x2, y2 = d.box
-        assert 0 <= x1 <= x2 <= width, d
-        assert 0 <= y1 <= y2 <= height, d
+        # Strictly: a box of no width or height (one wholly in the letterbox's padding,
+        # clipped to the frame's edge) is no place in the frame.
+        assert 0 <= x1 < x2 <= width, d
+        assert 0 <= y1 < y2 <= height, d
         assert d.label in (0, 1, 2), d
         assert all(0.0 <= s <= 1.0 for s in d.scores), d
         assert d.score == d.scores[d.label], d
