@@ -110,8 +110,8 @@ class DetectorConfig(BaseModel):
             "photo; n adds grids of 2 x 2 up to n x n overlapping tiles, each keeping only "
             "faces under 96 px in the model's input (from 64 px, not those lying inside a face "
             "three times their area that a coarser view found: pieces of a close-up face), for "
-            "the small faces of a crowd or street "
-            "photo, and the whole photo zoomed out 2x and 4x, for faces over 160 px in the "
+            "the small faces of a crowd or street photo, and the whole photo zoomed out 2x and "
+            "4x, for faces over 160 px in the "
             "model's input (a portrait, a door camera), which the model reads better smaller. "
             "The default 3 takes 16 inferences a photo, 19 with photo_mirror."
         ),
