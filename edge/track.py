@@ -14,7 +14,11 @@ mostly inside an older track, so a double detection of one person is not a secon
 someone who appears behind or in front of another person keeps their own detections (and
 identity) from the first one on and is counted once they part. When the frame's size is known, a
 track missed on the last detection frame whose predicted box has wholly left the frame ends:
-that person walked out, and whoever walks in where they left gets an identity of their own.
+that person walked out, and whoever walks in where they left gets an identity of their own. So
+does, at its first miss, a reliable track (one the detector has missed on few of its recent
+frames) whose last box reached the frame's edge while it walked out through it: a detector that
+finds someone on nearly every frame and then loses them there has seen them leave, and a
+lingering track would take over whoever comes in through the same edge next.
 New tracks are tentative until min_hits detections; one that ends tentative is never a
 person. Every live track reports the filter's estimate of its box, steadier than the
 detector's own box (kept beside it), and a sharp box, which on a frame where the track was
@@ -90,6 +94,12 @@ HEADS_PER_PERSON = 7.5
 _FORBIDDEN = 1e6
 # Smallest width or height (pixels) a predicted box may shrink to.
 _MIN_SIZE = 1.0
+# How often the detector finds a track, learnt as a running average over its detection frames
+# (1 found, 0 missed) with this weight per frame (about the last 20 frames), starting from
+# RELIABILITY_PRIOR: a new track is taken to be found 4 frames in 5 until it shows otherwise,
+# so that a few lucky hits do not make a noisy detector's track look reliable.
+RELIABILITY_WEIGHT = 0.05
+RELIABILITY_PRIOR = 0.8
 # Columns of Tracker._state after the 4 positions and 4 velocities: the covariance terms.
 _P00, _P01, _P11 = 8, 9, 10
 # The track's own measurement noise variance, relative to its height squared.
@@ -210,6 +220,8 @@ class Tracker:
         # Time and box of each row's last matched detection.
         self._last_seen = np.zeros(0)
         self._last_box = np.zeros((0, 4))
+        # Running share of detection frames on which each row was found (RELIABILITY_WEIGHT).
+        self._found = np.zeros(0)
 
     # ----------------------------------------------------------------------------- public
 
@@ -272,6 +284,8 @@ class Tracker:
                     due.append(row)
         if due:
             self._confirm(np.array(due))
+        if n:
+            self._found += RELIABILITY_WEIGHT * (matched - self._found)
         if n and not matched.all():
             self._state[~matched, 6:8] = 0.0
         self._matched = matched
@@ -319,14 +333,10 @@ class Tracker:
         # Noise scales with the person's height: the same settings serve heads and bodies.
         st = self._state
         cfg = self.config
-        h = st[:, 3]
-        # (acceleration_noise x person height)^2, a head box being 1 / HEADS_PER_PERSON of it.
-        q = h * h
-        q *= np.where(
-            h < cfg.head_aspect * st[:, 2],
-            (cfg.acceleration_noise * HEADS_PER_PERSON) ** 2,
-            cfg.acceleration_noise**2,
-        )
+        # (acceleration_noise x person height)^2.
+        q = self._person_heights()
+        q *= q
+        q *= cfg.acceleration_noise**2
         st[:, :4] += st[:, 4:8] * dt
         np.maximum(st[:, 2:4], _MIN_SIZE, out=st[:, 2:4])
         # P00 += 2 dt P01 + dt^2 P11 + q dt^3/3;  P01 += dt P11 + q dt^2/2;  P11 += q dt,
@@ -401,6 +411,7 @@ class Tracker:
         self._hidden = np.concatenate([self._hidden, hidden])
         self._last_seen = np.concatenate([self._last_seen, np.full(k, timestamp)])
         self._last_box = np.concatenate([self._last_box, measured])
+        self._found = np.concatenate([self._found, np.full(k, RELIABILITY_PRIOR)])
         # With min_hits 1 the birth itself confirms the track, unless it is hidden.
         confirmed = cfg.min_hits <= 1 and cfg.min_track_s <= 0
         for det, inside in zip(detections, hidden.tolist(), strict=True):
@@ -556,18 +567,42 @@ class Tracker:
         for row in due.tolist():
             self._tracks[row].confirmed = True
 
+    def _person_heights(self) -> np.ndarray:
+        """Each row's person height in pixels: its box height, times HEADS_PER_PERSON for a head."""
+        st = self._state
+        h = st[:, 3]
+        return np.where(h < self.config.head_aspect * st[:, 2], HEADS_PER_PERSON * h, h)
+
     def _end_exits(self, frame_size: tuple[float, float]) -> list[EndedTrack]:
-        """Remove tracks missed last time whose predicted box lies wholly outside the frame."""
+        """Remove tracks missed last time that walked out of the frame.
+
+        Those whose predicted box lies wholly outside it, and the reliable ones (found on at
+        least exit_reliability of their recent detection frames, this miss included) whose
+        last detected box reached an edge of the frame while they moved out through that edge
+        at exit_speed person heights a second or more.
+        """
         if self._matched.all():
             return []
         # Wholly outside: the centre further from the frame's centre than half the frame plus
         # half the box, on either axis. (A centre just past the edge is often a person still
         # standing there, half cut off, whom the detector missed once.)
         st = self._state
-        half = np.array(frame_size) * 0.5
+        size = np.array(frame_size)
+        half = size * 0.5
         reach = st[:, 2:4] * 0.5
         reach += half
-        outside = (np.abs(st[:, :2] - half) > reach).any(axis=1) & ~self._matched
+        outside = (np.abs(st[:, :2] - half) > reach).any(axis=1)
+        # Walked out through an edge, seen by a detector that rarely misses this track (a
+        # noisy one misses people at the edge who are still there, half cut off).
+        cfg = self.config
+        reliable = self._found >= cfg.exit_reliability
+        if reliable.any():
+            speed = st[:, 4:6] / self._person_heights()[:, None]
+            box = self._last_box
+            out_low = (box[:, :2] <= 0) & (speed <= -cfg.exit_speed)
+            out_high = (box[:, 2:] >= size) & (speed >= cfg.exit_speed)
+            outside |= reliable & (out_low | out_high).any(axis=1)
+        outside &= ~self._matched
         if not outside.any():
             return []
         ended = [t.ended() for t, out in zip(self._tracks, outside.tolist(), strict=True) if out]
@@ -599,6 +634,7 @@ class Tracker:
         self._hidden = self._hidden[keep]
         self._last_seen = self._last_seen[keep]
         self._last_box = self._last_box[keep]
+        self._found = self._found[keep]
 
     def _heads(self, detected: bool = True) -> list[TrackedHead]:
         """The TrackedHead of every live track on this frame, with its filtered and sharp box.

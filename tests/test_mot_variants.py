@@ -1,5 +1,6 @@
 """The harder MOT variants: subsampling renumbers frames, noise drops and adds detections,
-ground truth fed back as detections, head boxes derived from body boxes."""
+ground truth fed back as detections, head boxes derived from body boxes, a crowd from a
+sequence and its copy played backwards."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import numpy as np
 import pytest
 
 from edge.tools.mot_variants import (
+    CROWD_SIDESTEP,
     HEAD_ASPECT,
     HEAD_HEIGHT,
     KINDS,
     as_detections,
+    crowd,
     every_nth,
     head_boxes,
     kind_of,
@@ -75,6 +78,30 @@ def test_ground_truth_as_detections_keeps_every_box_with_score_1() -> None:
     assert det[:, 1].tolist() == [-1, -1]  # no identity leaks into the detections
     assert det[:, 2:6].tolist() == [[5, 5, 10, 20], [10, 20, 30, 60]]
     assert det[:, 6].tolist() == [1, 1]
+
+
+def test_crowd_adds_each_person_played_backwards_beside_their_path() -> None:
+    # One person walking right over frames 1-3 of a 4-frame, 200 px wide sequence; another
+    # whose copy the sidestep takes past the right edge on frame 4 (centre 190 + 0.3 x 40 >
+    # 200), where that copy is left out.
+    gt = np.array(
+        [
+            [1, 1, 10, 50, 20, 40, 1, -1, -1, -1],
+            [2, 1, 20, 50, 20, 40, 1, -1, -1, -1],
+            [3, 1, 30, 50, 20, 40, 1, -1, -1, -1],
+            [1, 2, 180, 50, 20, 40, 1, -1, -1, -1],
+        ],
+        dtype=float,
+    )
+    both = crowd(gt, 4, 200.0)
+    copies = both[both[:, 1] > 2]
+    assert len(both) == 7 and both[:, 0].tolist() == sorted(both[:, 0].tolist())
+    assert set(copies[:, 1].tolist()) == {4.0}  # a new identity; person 2's copy left out
+    by_frame = {int(r[0]): r for r in copies}
+    assert sorted(by_frame) == [2, 3, 4]  # frame f is the original's frame 5 - f
+    for f, x in ((4, 10), (3, 20), (2, 30)):
+        assert by_frame[f][2] == pytest.approx(x + CROWD_SIDESTEP * 40)  # walking left
+    np.testing.assert_array_equal(copies[:, [3, 4, 5]], [[50, 20, 40]] * 3)
 
 
 def test_head_box_sits_centred_at_the_top_of_the_body() -> None:

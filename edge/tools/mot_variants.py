@@ -15,7 +15,11 @@ For every sequence it writes the original and these variants (`--kinds` picks so
   `-noisy`, scored against the head boxes of the ground truth: small boxes that two people
   walking side by side barely share, as maskwatch's own head detector gives;
 - `-every2` / `-every3`, for sequences faster than 10 fps: every 2nd / 3rd frame only (a slower
-  camera), ground truth subsampled alike.
+  camera), ground truth subsampled alike;
+- `-crowd`: twice as many people, the ground truth and a copy of it played backwards (new
+  identities), fed back as detections (score 1): the copy's people walk against the
+  original's on paths beside theirs (CROWD_SIDESTEP), so people meet and pass close far more
+  often than in the original, and every error left is the tracker's association in a crowd.
 
 Seeded, so the same variants come out every time. Ground truth is kept unless said otherwise.
 """
@@ -35,11 +39,14 @@ from edge.mot import Sequence as MotSequence
 
 SEED = 1
 # Every kind of variant, in the order they are written.
-KINDS = ("noisy", "clean", "clean-noisy", "heads", "every2", "every3")
+KINDS = ("noisy", "clean", "clean-noisy", "heads", "every2", "every3", "crowd")
 # A head's height as a fraction of the standing body's (adults are 7 to 8 heads tall), and its
 # width as a fraction of its height.
 HEAD_HEIGHT = 1 / 7.5
 HEAD_ASPECT = 0.8
+# How far beside the original's path the crowd variant's copy walks, in box heights (a body box
+# is about 0.4 of its height wide: 0.3 leaves the two boxes overlapping by a quarter).
+CROWD_SIDESTEP = 0.3
 
 
 def _write(
@@ -102,6 +109,26 @@ def every_nth(rows: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def crowd(gt: np.ndarray, length: int, width: float) -> np.ndarray:
+    """The ground truth and a copy of it played backwards, under new identities.
+
+    The copy's frame f is the original's frame length + 1 - f, each box moved right by
+    CROWD_SIDESTEP of its height: walking backwards in time is walking the other way, so its
+    people move as people do, enter and leave about where the original's leave and enter, and
+    walk against the original's on paths beside theirs, each passing their own copy shoulder
+    to shoulder once (unshifted, the two would coincide exactly on the middle frame). A copied
+    box whose centre the step takes past the frame's right edge (`width`) is left out: that
+    person has walked out.
+    """
+    copy = gt.copy()
+    copy[:, 0] = length + 1 - gt[:, 0]
+    copy[:, 1] = gt[:, 1] + gt[:, 1].max() + 1
+    copy[:, 2] += CROWD_SIDESTEP * gt[:, 5]
+    copy = copy[copy[:, 2] + copy[:, 4] / 2 < width]
+    both = np.concatenate([gt, copy])
+    return both[np.lexsort((both[:, 1], both[:, 0]))]
+
+
 def kind_of(name: str) -> str:
     """The variant kind a sequence name ends with ("" for an original sequence)."""
     for kind in sorted(KINDS, key=len, reverse=True):  # "clean-noisy" before "noisy"
@@ -142,6 +169,13 @@ def write_variants(data: Path, out: Path, kinds: Sequence[str] = KINDS) -> list[
             heads = head_boxes(gt)
             _write(out, seq, f"{seq.name}-heads", seq.fps, seq.length,
                    noisy(as_detections(heads), seq.length, rng("heads")), heads)
+        if "crowd" in kinds:
+            width = (
+                seq.frame_size[0] if seq.frame_size is not None
+                else float((gt[:, 2] + gt[:, 4]).max())
+            )
+            both = crowd(gt, seq.length, width)
+            _write(out, seq, f"{seq.name}-crowd", seq.fps, seq.length, as_detections(both), both)
         if seq.fps > 10:
             for k in (2, 3):
                 if f"every{k}" in kinds:
