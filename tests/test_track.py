@@ -368,7 +368,7 @@ def test_reliable_track_ends_at_its_first_miss_after_walking_out_through_the_edg
     # there, heading left. A's prediction is still inside the frame, on B: without the rule,
     # A's lost track takes B over.
     out = [[_clipped(360.0 + 8.0 * k)] for k in range(31)]  # last box 600-640
-    walk_in = [[]] + [[_clipped(598.0 - 8.0 * k)] for k in range(8)]
+    walk_in: list[list[Detection]] = [[]] + [[_clipped(598.0 - 8.0 * k)] for k in range(8)]
     a, b = _ids_before_and_after(TrackerConfig(), out, walk_in)
     assert a and b and a.isdisjoint(b)
     a_off, b_off = _ids_before_and_after(TrackerConfig(exit_reliability=1.0), out, walk_in)
