@@ -6,7 +6,8 @@ n-th frame only; how fast people change their motion is measured in person heigh
 is one 7.5th of its person, see head_aspect). The defaults were chosen on MOTChallenge MOT15
 (PETS09-S2L1, TUD-Campus, TUD-Stadtmitte) with their public detections, and on copies of all
 three (edge.tools.mot_variants) with the ground truth as detections, with noise added to either,
-with noisy head-sized boxes, and at a half and a third of the TUD frame rates, every candidate
+with noisy head-sized boxes, as a crowd twice as dense, and at a half and a third of the TUD
+frame rates, every candidate
 measured on all of them at once, never per sequence. See `make eval-tracking` and
 BENCHMARKS.md.
 """
