@@ -15,8 +15,9 @@ someone who appears behind or in front of another person keeps their own detecti
 identity) from the first one on and is counted once they part. When the frame's size is known, a
 track missed on the last detection frame whose predicted box has wholly left the frame ends:
 that person walked out, and whoever walks in where they left gets an identity of their own. So
-does, at its first miss, a reliable track (one the detector has missed on few of its recent
-frames) whose last box reached the frame's edge while it walked out through it: a detector that
+does a reliable track (one the detector has missed on few of its recent frames) whose last box
+reached the frame's edge while it walked out through it, missed once (on the next detection
+frame, before matching, as a track whose box has left): a detector that
 finds someone on nearly every frame and then loses them there has seen them leave, and a
 lingering track would take over whoever comes in through the same edge next.
 New tracks are tentative until min_hits detections; one that ends tentative is never a

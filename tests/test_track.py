@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from pydantic import ValidationError
@@ -344,10 +346,18 @@ def test_someone_walking_in_where_another_walked_out_gets_a_new_id() -> None:
 
 
 def _clipped(x: float, width: float = 640.0) -> Detection:
-    """A 40 px head box at (x, 100), cut by the right edge of a frame `width` wide, as the
-    detector clips its boxes."""
-    box = (x, 100.0, min(x + 40.0, width), 140.0)
+    """A 40 px head box at (x, 100), cut by the edges of a frame `width` wide, as the detector
+    clips its boxes."""
+    box = (max(x, 0.0), 100.0, min(x + 40.0, width), 140.0)
     return Detection(box, FACE_NOT_VISIBLE, 0.9, (0.05, 0.05, 0.9))
+
+
+def _mirrored(frames: list[list[Detection]], width: float = 640.0) -> list[list[Detection]]:
+    """The same frames flipped left to right in a frame `width` wide."""
+    return [
+        [replace(d, box=(width - d.box[2], d.box[1], width - d.box[0], d.box[3])) for d in dets]
+        for dets in frames
+    ]
 
 
 def _ids_before_and_after(
@@ -362,13 +372,20 @@ def _ids_before_and_after(
     return ids
 
 
-def test_reliable_track_ends_at_its_first_miss_after_walking_out_through_the_edge() -> None:
-    # A walks right at 8 px a frame (0.27 person heights a second), found on every frame,
-    # until its box reaches the right edge; then it is gone, and a frame later B steps in
-    # there, heading left. A's prediction is still inside the frame, on B: without the rule,
-    # A's lost track takes B over.
-    out = [[_clipped(360.0 + 8.0 * k)] for k in range(31)]  # last box 600-640
-    walk_in: list[list[Detection]] = [[]] + [[_clipped(598.0 - 8.0 * k)] for k in range(8)]
+# A walks right at 8 px a frame (0.27 person heights a second), found on every frame, until its
+# box reaches the right edge; then it is gone, and a frame later B steps in there, heading left.
+# A's prediction is still inside the frame, on B: without the exit rule, A's lost track takes B.
+WALK_OUT = [[_clipped(360.0 + 8.0 * k)] for k in range(31)]  # last box 600-640
+WALK_IN: list[list[Detection]] = [[]] + [[_clipped(598.0 - 8.0 * k)] for k in range(8)]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_reliable_track_ends_at_its_first_miss_after_walking_out_through_the_edge(
+    side: str,
+) -> None:
+    out, walk_in = (WALK_OUT, WALK_IN) if side == "right" else (
+        _mirrored(WALK_OUT), _mirrored(WALK_IN)
+    )
     a, b = _ids_before_and_after(TrackerConfig(), out, walk_in)
     assert a and b and a.isdisjoint(b)
     a_off, b_off = _ids_before_and_after(TrackerConfig(exit_reliability=1.0), out, walk_in)
@@ -381,6 +398,22 @@ def test_reliable_track_ends_at_its_first_miss_after_walking_out_through_the_edg
     assert not a_gappy.isdisjoint(b_gappy)
 
 
+def test_young_track_is_not_yet_reliable() -> None:
+    # A is first seen 6 frames before it walks out: confirmed, but found on too few frames to
+    # be trusted (RELIABILITY_PRIOR), so its track is kept through the miss and B is taken for A.
+    a, b = _ids_before_and_after(TrackerConfig(), WALK_OUT[-6:], WALK_IN)
+    assert len(a) == 1 and a == b
+
+
+def test_exit_rule_follows_each_track_after_another_ends() -> None:
+    # C is found on 4 frames in mid-frame and never again: ended after max_age_s (3 s), while
+    # A, born after it, walks out as above. A's found share must stay its own when C's older
+    # row goes (C's has sunk to about 0.2): A still ends at its miss, and B is someone new.
+    c_then_a = [[_clipped(200.0)]] * 4 + [[]] + WALK_OUT
+    a, b = _ids_before_and_after(TrackerConfig(), c_then_a, WALK_IN)
+    assert len(a) == 2 and b and a.isdisjoint(b)
+
+
 def test_person_standing_at_the_edge_keeps_their_id_through_a_miss() -> None:
     # A stands half cut by the right edge, found on every frame, then is missed on two frames
     # and found again: the same person. Moving out at exit_speed is what ends a track there.
@@ -390,6 +423,12 @@ def test_person_standing_at_the_edge_keeps_their_id_through_a_miss() -> None:
     assert a == b and len(a) == 1
     a_any, b_any = _ids_before_and_after(TrackerConfig(exit_speed=0.0), stand, again)
     assert a_any.isdisjoint(b_any)  # any speed counts as walking out: a new id
+    # A head drifting out at 1 px a frame: a quarter of its box height a second, but a 30th
+    # of the person's height (7.5 heads): a person shuffling, not walking out. Kept.
+    drift = [[_clipped(570.0 + k)] for k in range(31)]  # last box 600-640
+    back: list[list[Detection]] = [[], []] + [[_clipped(601.0)] for _ in range(5)]
+    a, b = _ids_before_and_after(TrackerConfig(), drift, back)
+    assert a == b and len(a) == 1
 
 
 def _body(x: float, y: float) -> Detection:

@@ -74,16 +74,16 @@ class TrackerConfig(BaseModel):
         ge=0,
         le=1,
         description=(
-            "With the frame's size known, a track whose last detected box reached an edge of "
-            "the frame while it moved out through that edge (exit_speed) ends at its first "
-            "missed detection, if the detector has found it on at least this share of its "
-            "recent detection frames (a running average over about 20, the miss included): "
-            "the person walked out, and whoever comes in through the same edge next is someone "
-            "else. A track the detector misses more often is kept as any missed track is, "
-            "since a noisy detector also misses people still standing at the edge, half cut "
-            "off. Lower values end more tracks at the edge and count such a person twice more "
-            "often; higher values let a lingering track take over a newcomer at a doorway more "
-            "often; from 0.95 up the rule never applies (a miss takes the average below it)."
+            "With the frame's size known, a track whose last detected box reached an edge of the "
+            "frame while it moved out through that edge (exit_speed) ends once it is missed (on "
+            "the next detection frame, before matching), if the detector has found it on at least "
+            "this share of its recent detection frames (a running average over about 20, the "
+            "miss included): the person walked out, and whoever comes in through the same edge "
+            "next is someone else. A track the detector misses more often is kept as any missed "
+            "track is, since a noisy detector also misses people still standing at the edge, half "
+            "cut off. Lower values end more tracks at the edge and count such a person twice "
+            "more often; higher values let a lingering track take over a newcomer at a doorway "
+            "more often; from 0.95 up the rule never applies (a miss takes the average below it)."
         ),
     )
     exit_speed: float = Field(
@@ -91,7 +91,7 @@ class TrackerConfig(BaseModel):
         ge=0,
         description=(
             "How fast a track must move out through the frame's edge, in person heights per "
-            "second, to end at its first miss there (see exit_reliability). A walk is 0.5 to "
+            "second, to end once missed there (see exit_reliability). A walk is 0.5 to "
             "0.8 person heights a second; a person standing at the edge, whose box only "
             "jitters, stays well below 0.2 and keeps their track through a missed detection."
         ),
