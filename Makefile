@@ -109,54 +109,43 @@ LABELLED ?= hardhat-heads,carpark-frames,street-masks-229,one-by-one-person-dete
 SMALL_LEVELS = --train-levels 0,1,2 --epochs 12 --clips "" --labelled $(LABELLED) \
   --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.4 --zoom-unmasked 0.2 \
   --zoom-backs 0.3 --eval-every 2
+STAGE4 = --train-levels 2,3 --epochs 24 --lr 1e-3 --clips "" --labelled $(LABELLED) \
+  --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.6 --zoom-unmasked 0.2 \
+  --zoom-backs 0.3 --eval-every 4
+STAGE5 = --train-levels 3 --epochs 12 --lr 5e-4 --clips "" --labelled $(LABELLED) \
+  --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.6 --zoom-px 160,320 \
+  --zoom-unmasked 0.2 --zoom-backs 0.3 --eval-every 4
+RUNS = models/training/runs
+# A comma inside a $(call) argument (the levels to graft).
+comma := ,
+# A stage from an earlier int8 export: $(1) the stage's name, $(2) that export, $(3) its own
+# training arguments; its $(4) weights (best or last epoch) exported and the levels $(5)
+# grafted onto $(2) as $(6).
+define graft_stage
+	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
+	  --run $(RUNS)/$(1) --init-tflite $(2) $(3)
+	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
+	  --weights $(RUNS)/$(1)/$(4).weights.h5 --out $(RUNS)/$(1).tflite
+	$(TRAIN_VENV)/bin/python -m models.training.graft \
+	  --base $(2) --new $(RUNS)/$(1).tflite --levels $(5) --out $(6)
+endef
 model: $(TRAIN_VENV)/.installed
 	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
-	  --run models/training/runs/main
+	  --run $(RUNS)/main
 	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
-	  --run models/training/runs/stage2 --init models/training/runs/main/best.weights.h5 \
+	  --run $(RUNS)/stage2 --init $(RUNS)/main/best.weights.h5 \
 	  --epochs 12 --lr 5e-4 --clips one-by-one-person-detection.mp4,classroom.gif \
 	  --no-mask-repeat 3 --mosaic 0.3
 	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
-	  --run models/training/runs/stage3 --init models/training/runs/stage2/best.weights.h5 \
+	  --run $(RUNS)/stage3 --init $(RUNS)/stage2/best.weights.h5 \
 	  --epochs 12 --lr 5e-4 --clips "" --labelled $(LABELLED) --labelled-per-epoch 700 \
 	  --no-mask-repeat 2 --mosaic 0.2 --zoom 0.25
 	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
-	  --weights models/training/runs/stage3/best.weights.h5 --out models/training/runs/stage3.tflite
-	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
-	  --run models/training/runs/stage4 --init-tflite models/training/runs/stage3.tflite \
-	  --train-levels 2,3 --epochs 24 --lr 1e-3 --clips "" --labelled $(LABELLED) \
-	  --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.6 --zoom-unmasked 0.2 \
-	  --zoom-backs 0.3 --eval-every 4
-	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
-	  --weights models/training/runs/stage4/best.weights.h5 --out models/training/runs/stage4.tflite
-	$(TRAIN_VENV)/bin/python -m models.training.graft --base models/training/runs/stage3.tflite \
-	  --new models/training/runs/stage4.tflite --levels 2,3 --out models/training/runs/stage4-grafted.tflite
-	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
-	  --run models/training/runs/stage5 --init-tflite models/training/runs/stage4-grafted.tflite \
-	  --train-levels 3 --epochs 12 --lr 5e-4 --clips "" --labelled $(LABELLED) \
-	  --labelled-per-epoch 700 --no-mask-repeat 2 --mosaic 0.2 --zoom 0.6 --zoom-px 160,320 \
-	  --zoom-unmasked 0.2 --zoom-backs 0.3 --eval-every 4
-	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
-	  --weights models/training/runs/stage5/last.weights.h5 --out models/training/runs/stage5.tflite
-	$(TRAIN_VENV)/bin/python -m models.training.graft \
-	  --base models/training/runs/stage4-grafted.tflite --new models/training/runs/stage5.tflite \
-	  --levels 3 --out models/training/runs/stage5-grafted.tflite
-	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
-	  --run models/training/runs/stage6 --init-tflite models/training/runs/stage5-grafted.tflite \
-	  --lr 1e-3 $(SMALL_LEVELS)
-	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
-	  --weights models/training/runs/stage6/best.weights.h5 --out models/training/runs/stage6.tflite
-	$(TRAIN_VENV)/bin/python -m models.training.graft \
-	  --base models/training/runs/stage5-grafted.tflite --new models/training/runs/stage6.tflite \
-	  --levels 0,1,2,3 --out models/training/runs/stage6-grafted.tflite
-	$(TRAIN_VENV)/bin/python -m models.training.train --shared $(SHARED) --size 320 \
-	  --run models/training/runs/stage7 --init-tflite models/training/runs/stage6-grafted.tflite \
-	  --lr 5e-4 $(SMALL_LEVELS)
-	$(TRAIN_VENV)/bin/python -m models.training.export --shared $(SHARED) \
-	  --weights models/training/runs/stage7/best.weights.h5 --out models/training/runs/stage7.tflite
-	$(TRAIN_VENV)/bin/python -m models.training.graft \
-	  --base models/training/runs/stage6-grafted.tflite --new models/training/runs/stage7.tflite \
-	  --levels 2 --out models/head_detector_int8.tflite
+	  --weights $(RUNS)/stage3/best.weights.h5 --out $(RUNS)/stage3.tflite
+	$(call graft_stage,stage4,$(RUNS)/stage3.tflite,$(STAGE4),best,2$(comma)3,$(RUNS)/stage4-grafted.tflite)
+	$(call graft_stage,stage5,$(RUNS)/stage4-grafted.tflite,$(STAGE5),last,3,$(RUNS)/stage5-grafted.tflite)
+	$(call graft_stage,stage6,$(RUNS)/stage5-grafted.tflite,--lr 1e-3 $(SMALL_LEVELS),best,0$(comma)1$(comma)2$(comma)3,$(RUNS)/stage6-grafted.tflite)
+	$(call graft_stage,stage7,$(RUNS)/stage6-grafted.tflite,--lr 5e-4 $(SMALL_LEVELS),best,2,models/head_detector_int8.tflite)
 
 edgetpu:
 	@command -v edgetpu_compiler >/dev/null || { echo "edgetpu_compiler is not installed (Coral's apt repository, x86-64 only)"; exit 1; }
