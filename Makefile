@@ -164,7 +164,8 @@ eval-tracking: setup
 	if $(BIN)/pip show -q opencv-python 2>/dev/null; then $(BIN)/pip uninstall -q -y opencv-python && \
 	  $(BIN)/pip install -q --force-reinstall --no-deps \
 	  "opencv-python-headless==$$($(BIN)/pip show opencv-python-headless | sed -n 's/^Version: //p')"; fi
-	$(BIN)/python -m edge.tools.eval_tracking --variants clean noisy clean-noisy heads crowd
+	$(BIN)/python -m edge.tools.eval_tracking --variants clean noisy clean-noisy heads crowd \
+		crowd-close crowd-apart
 	$(BIN)/python -m edge.tools.eval_video --config configs/street-camera.yaml
 
 # Debian package for bookworm / Raspberry Pi OS: dist/maskwatch_<version>_<arch>.deb with the

@@ -11,6 +11,7 @@ import pytest
 
 from edge.tools.mot_variants import (
     CROWD_SIDESTEP,
+    CROWD_SIDESTEPS,
     HEAD_ASPECT,
     HEAD_HEIGHT,
     KINDS,
@@ -102,6 +103,24 @@ def test_crowd_adds_each_person_played_backwards_beside_their_path() -> None:
     for f, x in ((4, 10), (3, 20), (2, 30)):
         assert by_frame[f][2] == pytest.approx(x + CROWD_SIDESTEP * 40)  # walking left
     np.testing.assert_array_equal(copies[:, [3, 4, 5]], [[50, 20, 40]] * 3)
+
+
+def test_crowd_kinds_differ_only_in_how_far_beside_the_copy_walks(tmp_path: Path) -> None:
+    _sequence(tmp_path / "data", "Walk")
+    kinds = list(CROWD_SIDESTEPS)
+    assert set(kinds) <= set(KINDS) and CROWD_SIDESTEPS["crowd"] == CROWD_SIDESTEP
+    write_variants(tmp_path / "data", tmp_path / "out", kinds)
+    gt = np.loadtxt(tmp_path / "data" / "Walk" / "gt" / "gt.txt", delimiter=",", ndmin=2)
+    offsets = {}
+    for kind in kinds:
+        both = np.loadtxt(tmp_path / "out" / f"Walk-{kind}" / "gt" / "gt.txt", delimiter=",")
+        assert kind_of(f"Walk-{kind}") == kind
+        # Person 1's copy (id 1 + 3 + 1) on frame 10 is person 1 on frame 60 + 1 - 10.
+        (copy,) = both[(both[:, 1] == 5) & (both[:, 0] == 10)]
+        (orig,) = gt[(gt[:, 1] == 1) & (gt[:, 0] == 51)]
+        offsets[kind] = (copy[2] - orig[2]) / orig[5]
+    assert offsets == pytest.approx(CROWD_SIDESTEPS, abs=0.01)
+    assert offsets["crowd-close"] < offsets["crowd"] < offsets["crowd-apart"]
 
 
 def test_head_box_sits_centred_at_the_top_of_the_body() -> None:

@@ -19,7 +19,10 @@ For every sequence it writes the original and these variants (`--kinds` picks so
 - `-crowd`: twice as many people, the ground truth and a copy of it played backwards (new
   identities), fed back as detections (score 1): the copy's people walk against the
   original's on paths beside theirs (CROWD_SIDESTEP), so people meet and pass close far more
-  often than in the original, and every error left is the tracker's association in a crowd.
+  often than in the original, and every error left is the tracker's association in a crowd;
+- `-crowd-close` / `-crowd-apart`: the same with the copy's paths closer beside the original's
+  or further apart (CROWD_SIDESTEPS): a denser crowd, whose boxes overlap more, and a looser
+  one, so that a tracker setting is judged on more than one way of meeting.
 
 Seeded, so the same variants come out every time. Ground truth is kept unless said otherwise.
 """
@@ -39,7 +42,10 @@ from edge.mot import Sequence as MotSequence
 
 SEED = 1
 # Every kind of variant, in the order they are written.
-KINDS = ("noisy", "clean", "clean-noisy", "heads", "every2", "every3", "crowd")
+KINDS = (
+    "noisy", "clean", "clean-noisy", "heads", "every2", "every3", "crowd", "crowd-close",
+    "crowd-apart",
+)
 # A head's height as a fraction of the standing body's (adults are 7 to 8 heads tall), and its
 # width as a fraction of its height.
 HEAD_HEIGHT = 1 / 7.5
@@ -47,6 +53,9 @@ HEAD_ASPECT = 0.8
 # How far beside the original's path the crowd variant's copy walks, in box heights (a body box
 # is about 0.4 of its height wide: 0.3 leaves the two boxes overlapping by a quarter).
 CROWD_SIDESTEP = 0.3
+# The sidestep of each crowd kind: 0.15 leaves passing boxes overlapping by nearly two thirds,
+# 0.5 clear of each other (a tenth of a box height apart).
+CROWD_SIDESTEPS = {"crowd": CROWD_SIDESTEP, "crowd-close": 0.15, "crowd-apart": 0.5}
 
 
 def _write(
@@ -109,11 +118,13 @@ def every_nth(rows: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def crowd(gt: np.ndarray, length: int, width: float) -> np.ndarray:
+def crowd(
+    gt: np.ndarray, length: int, width: float, sidestep: float = CROWD_SIDESTEP
+) -> np.ndarray:
     """The ground truth and a copy of it played backwards, under new identities.
 
     The copy's frame f is the original's frame length + 1 - f, each box moved right by
-    CROWD_SIDESTEP of its height: walking backwards in time is walking the other way, so its
+    `sidestep` of its height: walking backwards in time is walking the other way, so its
     people move as people do, enter and leave about where the original's leave and enter, and
     walk against the original's on paths beside theirs, each passing their own copy shoulder
     to shoulder once (unshifted, the two would coincide exactly on the middle frame). A copied
@@ -123,7 +134,7 @@ def crowd(gt: np.ndarray, length: int, width: float) -> np.ndarray:
     copy = gt.copy()
     copy[:, 0] = length + 1 - gt[:, 0]
     copy[:, 1] = gt[:, 1] + gt[:, 1].max() + 1
-    copy[:, 2] += CROWD_SIDESTEP * gt[:, 5]
+    copy[:, 2] += sidestep * gt[:, 5]
     copy = copy[copy[:, 2] + copy[:, 4] / 2 < width]
     both = np.concatenate([gt, copy])
     return both[np.lexsort((both[:, 1], both[:, 0]))]
@@ -169,13 +180,15 @@ def write_variants(data: Path, out: Path, kinds: Sequence[str] = KINDS) -> list[
             heads = head_boxes(gt)
             _write(out, seq, f"{seq.name}-heads", seq.fps, seq.length,
                    noisy(as_detections(heads), seq.length, rng("heads")), heads)
-        if "crowd" in kinds:
-            width = (
-                seq.frame_size[0] if seq.frame_size is not None
-                else float((gt[:, 2] + gt[:, 4]).max())
-            )
-            both = crowd(gt, seq.length, width)
-            _write(out, seq, f"{seq.name}-crowd", seq.fps, seq.length, as_detections(both), both)
+        width = (
+            seq.frame_size[0] if seq.frame_size is not None
+            else float((gt[:, 2] + gt[:, 4]).max())
+        )
+        for kind, sidestep in CROWD_SIDESTEPS.items():
+            if kind in kinds:
+                both = crowd(gt, seq.length, width, sidestep)
+                _write(out, seq, f"{seq.name}-{kind}", seq.fps, seq.length, as_detections(both),
+                       both)
         if seq.fps > 10:
             for k in (2, 3):
                 if f"every{k}" in kinds:
