@@ -16,7 +16,8 @@ identity) from the first one on and is counted once they part. When the frame's 
 track missed on the last detection frame whose predicted box has wholly left the frame ends:
 that person walked out, and whoever walks in where they left gets an identity of their own. So
 does a reliable track (one the detector has missed on few of its recent frames) whose last box
-reached the frame's edge while it walked out through it, missed once (on the next detection
+reached the frame's edge (or came within half its size of it: people are lost once most of them
+is out) while it walked out through it, missed once (on the next detection
 frame, before matching, as a track whose box has left): a detector that finds someone on
 nearly every frame and then loses them there has seen them leave, and a lingering track would
 take over whoever comes in through the same edge next.
@@ -579,8 +580,9 @@ class Tracker:
 
         Those whose predicted box lies wholly outside it, and the reliable ones (found on at
         least exit_reliability of their recent detection frames, this miss included) whose
-        last detected box reached an edge of the frame while they moved out through that edge
-        at exit_speed person heights a second or more.
+        last detected box reached an edge of the frame (came within exit_margin of its own
+        size of it) while they moved out through that edge at exit_speed person heights a
+        second or more.
         """
         if self._matched.all():
             return []
@@ -600,8 +602,12 @@ class Tracker:
         if reliable.any():
             speed = st[:, 4:6] / self._person_heights()[:, None]
             box = self._last_box
-            out_low = (box[:, :2] <= 0) & (speed <= -cfg.exit_speed)
-            out_high = (box[:, 2:] >= size) & (speed >= cfg.exit_speed)
+            # Within exit_margin of its own size from the edge: people are lost (and no longer
+            # annotated) once most of them is out, before their box touches the edge.
+            slack = box[:, 2:] - box[:, :2]
+            slack *= cfg.exit_margin
+            out_low = (box[:, :2] <= slack) & (speed <= -cfg.exit_speed)
+            out_high = (box[:, 2:] >= size - slack) & (speed >= cfg.exit_speed)
             outside |= reliable & (out_low | out_high).any(axis=1)
         outside &= ~self._matched
         if not outside.any():

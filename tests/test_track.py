@@ -398,6 +398,26 @@ def test_reliable_track_ends_at_its_first_miss_after_walking_out_through_the_edg
     assert not a_gappy.isdisjoint(b_gappy)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_track_lost_just_short_of_the_edge_has_walked_out(side: str) -> None:
+    # A is lost with its 40 px box 16 px short of the edge (a detector stops finding people,
+    # and annotators stop boxing them, once most of them is out): within exit_margin (half
+    # its width) of the edge, so A walked out and B, stepping in there, is someone new.
+    short = WALK_OUT[:-2]  # last box 584-624
+    out, walk_in = (short, WALK_IN) if side == "right" else (_mirrored(short), _mirrored(WALK_IN))
+    a, b = _ids_before_and_after(TrackerConfig(), out, walk_in)
+    assert a and b and a.isdisjoint(b)
+    # The box must touch the edge (exit_margin 0): A's lost track takes B.
+    a_touch, b_touch = _ids_before_and_after(TrackerConfig(exit_margin=0.0), out, walk_in)
+    assert not a_touch.isdisjoint(b_touch)
+    # Lost 24 px short (576-616), more than half its width: A may still be in view. Kept.
+    shorter = WALK_OUT[:-3]
+    if side == "left":
+        shorter = _mirrored(shorter)
+    a_far, b_far = _ids_before_and_after(TrackerConfig(), shorter, walk_in)
+    assert not a_far.isdisjoint(b_far)
+
+
 def test_young_track_is_not_yet_reliable() -> None:
     # A is first seen 6 frames before it walks out: confirmed, but found on too few frames to
     # be trusted (RELIABILITY_PRIOR), so its track is kept through the miss and B is taken for A.

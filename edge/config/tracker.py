@@ -75,7 +75,8 @@ class TrackerConfig(BaseModel):
         le=1,
         description=(
             "With the frame's size known, a track whose last detected box reached an edge of the "
-            "frame while it moved out through that edge (exit_speed) ends once it is missed (on "
+            "frame (exit_margin) while it moved out through that edge (exit_speed) ends once it "
+            "is missed (on "
             "the next detection frame, before matching), if the detector has found it on at least "
             "this share of its recent detection frames (a running average over about 20, the "
             "miss included): the person walked out, and whoever comes in through the same edge "
@@ -94,6 +95,19 @@ class TrackerConfig(BaseModel):
             "second, to end once missed there (see exit_reliability). A walk is 0.5 to "
             "0.8 person heights a second; a person standing at the edge, whose box only "
             "jitters, stays well below 0.2 and keeps their track through a missed detection."
+        ),
+    )
+    exit_margin: float = Field(
+        0.5,
+        ge=0,
+        description=(
+            "How near an edge of the frame a track's last detected box must come to count as "
+            "having reached it (see exit_reliability), as a share of the box's own width (left "
+            "and right edges) or height (top and bottom): its far side within this much of the "
+            "edge. People are lost before their box touches the edge: a detector stops finding "
+            "a head or body once most of it is out, and annotators stop boxing it. 0 asks the "
+            "box to touch the edge; larger values also end tracks of people missed while they "
+            "walk along near an edge, who are then counted twice."
         ),
     )
     iou_threshold: float = Field(
