@@ -52,6 +52,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,12 @@ _CORNERS = np.array(
 _CENTRES = np.array(
     [[0.5, 0.0, -1.0, 0.0], [0.0, 0.5, 0.0, -1.0], [0.5, 0.0, 1.0, 0.0], [0.0, 0.5, 0.0, 1.0]]
 )
+
+
+@lru_cache(maxsize=8)
+def _innovation_weights(rate: float) -> np.ndarray:
+    """rate x the mean over four axes, as one product's weights (built once per rate)."""
+    return np.full(4, 0.25 * rate)
 
 
 @dataclass(slots=True)
@@ -259,13 +266,16 @@ class Tracker:
             usable = high = np.zeros(0, dtype=bool)
         det_taken = ~usable
         matched = np.zeros(n, dtype=bool)
+        n_matched = 0
         if n and m:
             iou = iou_matrix(self._boxes(), boxes)
             rows, cols = self._associate(boxes, iou, high, usable & ~high, timestamp)
-            if len(rows):
-                self._correct(rows, boxes[cols])
+            n_matched = len(rows)
+            if n_matched:
+                measured = boxes[cols]
+                self._correct(rows, measured)
                 self._last_seen[rows] = timestamp
-                self._last_box[rows] = boxes[cols]
+                self._last_box[rows] = measured
                 matched[rows] = True
                 det_taken[cols] = True
                 for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
@@ -288,11 +298,11 @@ class Tracker:
             self._confirm(np.array(due))
         if n:
             self._found += RELIABILITY_WEIGHT * (matched - self._found)
-        if n and not matched.all():
+        if n_matched < n:
             self._state[~matched, 6:8] = 0.0
         self._matched = matched
         ended = exited + self._end_stale(timestamp)
-        births = np.flatnonzero(~det_taken & high)
+        births = (~det_taken & high).nonzero()[0]
         if len(births):
             hidden = np.zeros(len(births), dtype=bool)
             if self._tracks and cfg.birth_overlap < 1:
@@ -348,9 +358,11 @@ class Tracker:
         st[:, _P00 : _P11 + 1] += st[:, _P01 : _P11 + 1] @ transition + q[:, None] * noise
 
     def _correct(self, rows: np.ndarray, measured: np.ndarray) -> None:
-        """Kalman update of the given rows with measured boxes (x1, y1, x2, y2)."""
+        """Kalman update of the given rows (ascending) with measured boxes (x1, y1, x2, y2)."""
         cfg = self.config
-        st = self._state[rows]
+        # Every row (the usual frame): work on the state in place, without a gather and scatter.
+        whole = len(rows) == len(self._state)
+        st = self._state if whole else self._state[rows]
         y = measured @ _CENTRES
         h2 = np.maximum(y[:, 3], _MIN_SIZE)
         h2 *= h2
@@ -362,7 +374,7 @@ class Tracker:
         if cfg.noise_adaptation > 0:
             rate = cfg.noise_adaptation
             # rate x (mean squared innovation over the four axes - P00) / h^2.
-            seen = (y * y) @ np.full(4, 0.25 * rate)
+            seen = (y * y) @ _innovation_weights(rate)
             seen -= rate * st[:, _P00]
             seen /= h2
             learnt = st[:, _R]  # a view: updated in place
@@ -387,7 +399,8 @@ class Tracker:
         # P11 -= k1 P01 first, while P01 is still the prior; then P00, P01 *= 1 - k0.
         st[:, _P11] -= gain[:, 1] * st[:, _P01]
         st[:, _P00 : _P01 + 1] *= 1.0 - gain[:, :1]
-        self._state[rows] = st
+        if not whole:
+            self._state[rows] = st
 
     def _start(
         self,
@@ -436,7 +449,7 @@ class Tracker:
         weak: np.ndarray,
         timestamp: float,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Matched (track row, detection index) pairs, in three stages.
+        """Matched (track row, detection index) pairs, rows ascending, in three stages.
 
         1. Every track against the confident detections by IoU (cost 1 - IoU, plus
            uncertainty_cost times the standard deviation of the track's predicted position in
@@ -469,6 +482,9 @@ class Tracker:
         cost = np.where(iou >= cfg.iou_threshold, base[:, None] - iou, _FORBIDDEN)
         hidden = self._hidden
         rows, cols = self._assign(cost, ~hidden, high)
+        if len(rows) == n:
+            # Every track matched (so none is hidden): nothing left for the later stages.
+            return rows, cols
         free_rows = np.ones(n, dtype=bool)
         free_rows[rows] = False
         free_cols = high.copy()
@@ -499,7 +515,8 @@ class Tracker:
             r, c = self._assign(weak_cost, free_rows, weak)
             rows = np.concatenate([rows, r])
             cols = np.concatenate([cols, c])
-        return rows, cols
+        order = rows.argsort()
+        return rows[order], cols[order]
 
     def _distance_cost(self, boxes: np.ndarray, timestamp: float) -> np.ndarray:
         """Centre distance over the reach of every (track, detection) pair; _FORBIDDEN past 1.
@@ -535,8 +552,8 @@ class Tracker:
         cost: np.ndarray, row_mask: np.ndarray, col_mask: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Hungarian assignment among the masked rows and columns; returns full indices."""
-        row_idx = np.flatnonzero(row_mask)
-        col_idx = np.flatnonzero(col_mask)
+        row_idx = row_mask.nonzero()[0]
+        col_idx = col_mask.nonzero()[0]
         if not len(row_idx) or not len(col_idx):
             return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
         sub = (
@@ -619,8 +636,9 @@ class Tracker:
     def _end_stale(self, timestamp: float) -> list[EndedTrack]:
         """Remove tracks unmatched for too long: confirmed after max_age_s, tentative sooner."""
         cfg = self.config
-        unseen = timestamp - self._last_seen
-        if not len(unseen) or unseen.max() <= min(cfg.max_age_s, cfg.tentative_max_age_s):
+        if not len(self._tracks) or timestamp - self._last_seen.min() <= min(
+            cfg.max_age_s, cfg.tentative_max_age_s
+        ):
             return []
         keep = np.ones(len(self._tracks), dtype=bool)
         ended: list[EndedTrack] = []
