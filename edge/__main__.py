@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how many scales each photo is detected at, 1 to 4: 1 is the whole image once; "
         "N adds grids of 2 x 2 up to N x N overlapping tiles for small faces and the whole "
         "image zoomed out 2x and 4x for faces that fill much of it (default: the config's "
-        "detector.photo_scales, 3)",
+        "detector.photo_scales, 4)",
     )
     p.add_argument(
         "--no-mirror", action="store_true",

@@ -338,21 +338,19 @@ def _faces_found(records: list[dict[str, object]], faces: list[tuple[np.ndarray,
     return int(((ious >= 0.5) & same).any(axis=1).sum())
 
 
-@pytest.mark.skipif(not FACE_PHOTOS.is_dir(), reason="needs ../shared/datasets (third-party data)")
-def test_detect_tiles_find_small_faces_that_one_pass_misses(tmp_path: Path) -> None:
-    """Four real validation photos as one 2 x 2 collage: every face is half as large in the
-    model's input as in its own photo. The default (the whole image, then finer tiles) finds
-    more of the labelled faces, with the right label, than the single whole-image pass."""
+def _collage(tmp_path: Path, grid: int, first: int) -> tuple[Path, list[tuple[np.ndarray, str]]]:
+    """grid x grid real validation photos from the `first` on, each shrunk to 400 x 300 in one
+    collage: the image list naming it, and its labelled faces (box, label) in its pixels."""
     from models.training.data import face_mask_split
 
     _, val = face_mask_split(FACE_PHOTOS)
     side_w, side_h = 400, 300
-    collage = np.zeros((2 * side_h, 2 * side_w, 3), np.uint8)
+    collage = np.zeros((grid * side_h, grid * side_w, 3), np.uint8)
     faces: list[tuple[np.ndarray, str]] = []
-    for k, sample in enumerate(val[:4]):
+    for k, sample in enumerate(val[first : first + grid * grid]):
         image = cv2.cvtColor(sample.load_rgb(), cv2.COLOR_RGB2BGR)
         sy, sx = side_h / image.shape[0], side_w / image.shape[1]
-        ox, oy = (k % 2) * side_w, (k // 2) * side_h
+        ox, oy = (k % grid) * side_w, (k // grid) * side_h
         collage[oy : oy + side_h, ox : ox + side_w] = cv2.resize(image, (side_w, side_h))
         for box, label in zip(sample.boxes, sample.labels, strict=True):
             if label in (0, 1):  # with / without mask; incorrectly worn masks left out
@@ -360,7 +358,15 @@ def test_detect_tiles_find_small_faces_that_one_pass_misses(tmp_path: Path) -> N
     assert cv2.imwrite(str(tmp_path / "collage.png"), collage)
     image_list = tmp_path / "images.txt"
     image_list.write_text(f"{tmp_path / 'collage.png'}\n")
+    return image_list, faces
 
+
+@pytest.mark.skipif(not FACE_PHOTOS.is_dir(), reason="needs ../shared/datasets (third-party data)")
+def test_detect_tiles_find_small_faces_that_one_pass_misses(tmp_path: Path) -> None:
+    """Four real validation photos as one 2 x 2 collage: every face is half as large in the
+    model's input as in its own photo. The default (the whole image, then finer tiles) finds
+    more of the labelled faces, with the right label, than the single whole-image pass."""
+    image_list, faces = _collage(tmp_path, 2, 0)
     tiled = maskwatch("detect", "--json", "--image-list", image_list, "--cpu")
     single = maskwatch(
         "detect", "--json", "--image-list", image_list, "--cpu", "--scales", "1", "--no-mirror"
@@ -369,6 +375,19 @@ def test_detect_tiles_find_small_faces_that_one_pass_misses(tmp_path: Path) -> N
     found_tiled = _faces_found(parse_json_lines(tiled.stdout), faces)
     found_single = _faces_found(parse_json_lines(single.stdout), faces)
     assert found_tiled > found_single, (found_tiled, found_single, len(faces))
+
+
+@pytest.mark.skipif(not FACE_PHOTOS.is_dir(), reason="needs ../shared/datasets (third-party data)")
+def test_detect_finest_tiles_find_faces_that_three_scales_miss(tmp_path: Path) -> None:
+    """Nine real validation photos as one 3 x 3 collage (faces a third of their size): the
+    default's 4 x 4 tiles find labelled faces, with the right label, that 3 x 3 tiles miss."""
+    image_list, faces = _collage(tmp_path, 3, 9)
+    finest = maskwatch("detect", "--json", "--image-list", image_list, "--cpu")
+    three = maskwatch("detect", "--json", "--image-list", image_list, "--cpu", "--scales", "3")
+    assert finest.returncode == three.returncode == EXIT_OK, finest.stderr + three.stderr
+    found_finest = _faces_found(parse_json_lines(finest.stdout), faces)
+    found_three = _faces_found(parse_json_lines(three.stdout), faces)
+    assert found_finest > found_three, (found_finest, found_three, len(faces))
 
 
 @pytest.mark.skipif(not FACE_PHOTOS.is_dir(), reason="needs ../shared/datasets (third-party data)")
