@@ -269,6 +269,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 detector_config.nms_iou,
                 detector_config.max_detections,
                 mirror=detector_config.photo_mirror,
+                box_vote=detector_config.photo_box_vote,
             )
             record["detections"] = [
                 {

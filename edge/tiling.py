@@ -20,7 +20,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from edge.anchors import inside_matrix
+from edge.anchors import inside_matrix, iou_matrix
 from edge.detection import FACE_NOT_VISIBLE, Detection
 from edge.layout import Window
 from edge.postprocess import nms
@@ -100,6 +100,9 @@ ZOOM_OUTS = (2.0, 4.0)
 STILL_LARGE_FACE_PX = 160.0
 LARGE_FACE_PX = 96.0
 ZOOMED_MIN_PX = 40.0
+# Box voting (vote_boxes): a box much less sure than the kept one is often a piece of the head
+# or a neighbour's, and would pull the mean off.
+VOTE_SCORE_SHARE = 0.5
 
 
 def still_windows(width: int, height: int, scales: int) -> list[list[Window]]:
@@ -251,6 +254,7 @@ def detect_still(
     nms_iou: float,
     max_detections: int,
     mirror: bool = False,
+    box_vote: float = 0.0,
 ) -> list[Detection]:
     """Faces of every size in a still image: the whole image, finer grids of tiles, zoomed out.
 
@@ -260,8 +264,9 @@ def detect_still(
     zoomed-out views are detected a second time flipped left to right: a face's two readings
     differ, and NMS keeps the more confident (tiles are not mirrored: their small faces gain
     less than the false alarms that a second look at a crowd adds). All are merged as tiles
-    are (a box cut by a tile's edge is dropped, the whole image holds it), and the
-    max_detections best are returned, best first.
+    are (a box cut by a tile's edge is dropped, the whole image holds it), each face's box is
+    the vote of its views' boxes when box_vote > 0 (vote_boxes, with box_vote as the IoU),
+    and the max_detections best are returned, best first.
     """
     height, width = image.shape[:2]
     found, windows, tile_px = _still_views(detect, image, scales, input_size)
@@ -272,7 +277,9 @@ def detect_still(
         found += [[replace(d, box=_mirrored(d.box, width)) for d in f] for f in flipped]
         windows += [(width - x2, y1, width - x1, y2) for x1, y1, x2, y2 in flipped_windows]
         tile_px += flipped_px
-    merged = merge_windows(_without_pieces(found, tile_px), windows, width, height, nms_iou)
+    merged = merge_windows(
+        _without_pieces(found, tile_px), windows, width, height, nms_iou, box_vote=box_vote
+    )
     return sorted(merged, key=lambda d: -d.score)[:max_detections]
 
 
@@ -298,13 +305,15 @@ def merge_windows(
     height: int,
     nms_iou: float,
     drop_cut: bool = False,
+    box_vote: float = 0.0,
 ) -> list[Detection]:
     """Heads found in each window (frame pixels) as one list: half heads dropped, NMS.
 
     Used for tiles and for regions alike: a box cut by its window's inner edge is dropped when
     another window holds all of it (always, with drop_cut: regions are placed around where
     heads are, so a head they cut is a half head that the next frame's regions hold whole),
-    and heads seen in two overlapping windows become one.
+    and heads seen in two overlapping windows become one. With box_vote > 0 each head NMS keeps
+    takes the box of vote_boxes over all the windows' boxes.
     """
     kept: list[Detection] = []
     for window, dets in zip(windows, found, strict=True):
@@ -319,4 +328,40 @@ def merge_windows(
     boxes = np.array([d.box for d in kept], dtype=np.float32)
     scores = np.array([d.score for d in kept], dtype=np.float32)
     keep = nms(boxes, scores, nms_iou, len(kept))
+    if box_vote > 0:
+        return vote_boxes(kept, keep, box_vote)
     return [kept[i] for i in keep]
+
+
+def vote_boxes(found: Sequence[Detection], keep: np.ndarray, min_iou: float) -> list[Detection]:
+    """found[keep], each with the score-weighted mean of the boxes found for the same head.
+
+    The boxes of one head from different views (tiles, the whole image, zoomed out, mirrored)
+    scatter around it, each placed by a different crop of it; their mean lies closer to the
+    head than the single most confident one (box voting, Gidaris & Komodakis 2015). A box
+    votes for a kept one when it overlaps it by min_iou or more, has its label (a face box
+    and a head box follow different conventions) and scores at least VOTE_SCORE_SHARE of it.
+    Scores and labels are kept.
+    """
+    boxes = np.array([d.box for d in found], dtype=np.float64)
+    scores = np.array([d.score for d in found])
+    labels = np.array([d.label for d in found])
+    mean = boxes[keep]
+    for label in np.unique(labels[keep]).tolist():
+        # The kept boxes of one label against the boxes that may vote for them, in one go.
+        rows = np.flatnonzero(labels[keep] == label)
+        kept = keep[rows]
+        voters = np.flatnonzero(
+            (labels == label) & (scores >= VOTE_SCORE_SHARE * scores[kept].min())
+        )
+        votes = iou_matrix(boxes[kept], boxes[voters]) >= min_iou
+        votes &= scores[voters][None, :] >= VOTE_SCORE_SHARE * scores[kept][:, None]
+        weight = votes * scores[voters][None, :]
+        # A kept box is among its own voters (IoU 1), unless it has no area at all.
+        total = weight.sum(axis=1)
+        ok = total > 0
+        mean[rows[ok]] = (weight[ok] @ boxes[voters]) / total[ok, None]
+    return [
+        replace(found[i], box=(b[0], b[1], b[2], b[3]))
+        for i, b in zip(keep.tolist(), mean.tolist(), strict=True)
+    ]

@@ -22,6 +22,7 @@ from edge.tiling import (
     detect_tiled,
     still_windows,
     tile_windows,
+    vote_boxes,
 )
 
 CLIP = Path(__file__).resolve().parents[2] / "shared/videos/one-by-one-person-detection.mp4"
@@ -289,6 +290,55 @@ def test_a_still_gives_at_most_max_detections_best_first() -> None:
 
 
 @pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/videos (third-party data)")
+def _det(box: tuple[float, float, float, float], label: int, score: float) -> Detection:
+    """A detection of one label at `score` (the other labels' scores zero)."""
+    scores = [0.0, 0.0, 0.0]
+    scores[label] = score
+    return Detection(box, label, score, (scores[0], scores[1], scores[2]))
+
+
+def test_a_faces_box_is_the_vote_of_the_boxes_its_views_found() -> None:
+    """The kept face's box is the score-weighted mean of the overlapping boxes of its label
+    at least half as confident; a box of another label (a head box follows another
+    convention), one less than half as sure and a neighbour's box do not vote; score and
+    label stay the kept box's."""
+    found = [
+        _det((100, 100, 140, 150), FRONT_WITH_MASK, 0.8),  # kept
+        _det((104, 102, 144, 152), FRONT_WITH_MASK, 0.4),  # the same face, half as sure
+        _det((96, 98, 140, 150), FRONT_WITH_MASK, 0.3),  # less than half as sure
+        _det((102, 101, 142, 151), FRONT_WITHOUT_MASK, 0.8),  # read the other way
+        _det((95, 90, 150, 160), FACE_NOT_VISIBLE, 0.8),  # the head box around it
+        _det((130, 100, 170, 150), FRONT_WITH_MASK, 0.8),  # a neighbour, IoU 0.2
+    ]
+    (voted, neighbour) = vote_boxes(found, np.array([0, 5]), 0.55)
+    assert voted.box == pytest.approx((100 + 4 / 3, 100 + 2 / 3, 140 + 4 / 3, 150 + 2 / 3))
+    assert (voted.label, voted.score) == (FRONT_WITH_MASK, 0.8)
+    assert neighbour == found[5]
+
+
+def test_photos_vote_boxes_only_when_asked() -> None:
+    """detect_still with box_vote 0 keeps the most confident box of a face; with it, the mean
+    of the views' boxes: here the whole image and a 2 x 2 tile place the face differently."""
+    frame = np.zeros((600, 600, 3), np.uint8)
+
+    top_left = still_windows(600, 600, 2)[1][0]
+
+    def views(image: np.ndarray) -> list[Detection]:
+        # The whole image boxes the face one way, the top-left tile 6 px further right (the
+        # other tiles and the zoomed-out views see nothing).
+        if image.shape[:2] == frame.shape[:2]:
+            return [_det((100, 100, 130, 140), FRONT_WITH_MASK, 0.9)]
+        starts_at_origin = image.ctypes.data == frame.ctypes.data
+        if image.shape[:2] == (top_left[3], top_left[2]) and starts_at_origin:
+            return [_det((106, 100, 136, 140), FRONT_WITH_MASK, 0.9)]
+        return []
+
+    (plain,) = detect_still(views, frame, 2, 320, 0.45, 50)
+    (voted,) = detect_still(views, frame, 2, 320, 0.45, 50, box_vote=0.5)
+    assert plain.box in ((100, 100, 130, 140), (106, 100, 136, 140))
+    assert voted.box == pytest.approx((103, 100, 133, 140))
+
+
 def test_tiling_finds_a_small_head_the_whole_frame_misses() -> None:
     """A real head shrunk into a large frame: the real model misses it whole, finds it tiled."""
     cap = cv2.VideoCapture(str(CLIP))

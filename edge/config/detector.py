@@ -114,8 +114,7 @@ class DetectorConfig(BaseModel):
             "4x, for faces over 160 px in the "
             "model's input (a portrait, a door camera), which the model reads better smaller. "
             "The default 4 takes 32 inferences a photo, 35 with photo_mirror: its 4 x 4 "
-            "tiles took face-mask-853 validation no-mask AP50 from 0.716 to 0.741 and "
-            "street-masks-229 from 0.526 to 0.530 (model card)."
+            "tiles find small faces that 3 x 3 tiles miss (model card)."
         ),
     )
     photo_max_detections: int = Field(
@@ -137,6 +136,19 @@ class DetectorConfig(BaseModel):
             "each face: the two readings differ most where the model is least sure. Three "
             "more inferences a photo (at photo_scales 4: 35 in all); tiles are not mirrored, "
             "since a second look at a crowd's small faces adds more false alarms than faces."
+        ),
+    )
+    photo_box_vote: float = Field(
+        0.55,
+        ge=0,
+        le=1,
+        description=(
+            "Still photos only (`maskwatch detect`): each face's box is the score-weighted "
+            "mean of the boxes its views found for it (those overlapping the most confident "
+            "one by this IoU or more, with its label, and at least half as confident), not "
+            "the most confident box alone: the views place a face's box "
+            "differently and their mean lies closer to it (box voting). 0 keeps the most "
+            "confident box. Scores and labels are not changed (model card)."
         ),
     )
     threads: int = Field(

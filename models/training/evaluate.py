@@ -196,6 +196,7 @@ class OurModelOnStills:
         self.input_size = ours.input_size
         self.scales = int(DetectorConfig.model_fields["photo_scales"].default)
         self.mirror = bool(DetectorConfig.model_fields["photo_mirror"].default)
+        self.box_vote = float(DetectorConfig.model_fields["photo_box_vote"].default)
         self.operating_threshold = ours.operating_threshold
         self.operating_source = ours.operating_source
 
@@ -211,6 +212,7 @@ class OurModelOnStills:
                 config.nms_iou,
                 config.max_detections,
                 mirror=self.mirror,
+                box_vote=self.box_vote,
             )
         )
 
@@ -620,7 +622,9 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
         ours.name: f"{ours.input_size} letterbox, uint8 (runtime code)",
         stills.name: f"whole image, 2x2 to {stills.scales}x{stills.scales} tiles, whole image "
         f"zoomed out{', whole and zoomed-out views mirrored' if stills.mirror else ''}, each "
-        f"{ours.input_size} letterbox (`maskwatch detect`)",
+        f"{ours.input_size} letterbox"
+        f"{f', boxes voted at IoU {stills.box_vote:g}' if stills.box_vote else ''}"
+        " (`maskwatch detect`)",
         "AIZOO": "260x260 resize, float 0..1",
         "MobileDet": "320x320 resize, uint8",
     }
