@@ -341,26 +341,31 @@ def vote_boxes(found: Sequence[Detection], keep: np.ndarray, min_iou: float) -> 
     head than the single most confident one (box voting, Gidaris & Komodakis 2015). A box
     votes for a kept one when it overlaps it by min_iou or more, has its label (a face box
     and a head box follow different conventions) and scores at least VOTE_SCORE_SHARE of it.
-    Scores and labels are kept.
+    Another kept box never votes (with nms_iou above min_iou two would become one), and a
+    box no other box votes for is returned as it is. Scores and labels are kept.
     """
     boxes = np.array([d.box for d in found], dtype=np.float64)
     scores = np.array([d.score for d in found])
     labels = np.array([d.label for d in found])
+    may_vote = np.ones(len(found), dtype=bool)
+    may_vote[keep] = False
     mean = boxes[keep]
     for label in np.unique(labels[keep]).tolist():
         # The kept boxes of one label against the boxes that may vote for them, in one go.
         rows = np.flatnonzero(labels[keep] == label)
         kept = keep[rows]
         voters = np.flatnonzero(
-            (labels == label) & (scores >= VOTE_SCORE_SHARE * scores[kept].min())
+            may_vote & (labels == label) & (scores >= VOTE_SCORE_SHARE * scores[kept].min())
         )
         votes = iou_matrix(boxes[kept], boxes[voters]) >= min_iou
         votes &= scores[voters][None, :] >= VOTE_SCORE_SHARE * scores[kept][:, None]
         weight = votes * scores[voters][None, :]
-        # A kept box is among its own voters (IoU 1), unless it has no area at all.
-        total = weight.sum(axis=1)
-        ok = total > 0
-        mean[rows[ok]] = (weight[ok] @ boxes[voters]) / total[ok, None]
+        ok = votes.any(axis=1)
+        # The kept box's own vote, then the others'.
+        own = scores[kept[ok]]
+        mean[rows[ok]] = (own[:, None] * boxes[kept[ok]] + weight[ok] @ boxes[voters]) / (
+            own + weight[ok].sum(axis=1)
+        )[:, None]
     return [
         replace(found[i], box=(b[0], b[1], b[2], b[3]))
         for i, b in zip(keep.tolist(), mean.tolist(), strict=True)

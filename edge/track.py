@@ -123,8 +123,11 @@ _CENTRES = np.array(
 
 @lru_cache(maxsize=8)
 def _innovation_weights(rate: float) -> np.ndarray:
-    """rate x the mean over four axes, as one product's weights (built once per rate)."""
-    return np.full(4, 0.25 * rate)
+    """rate x the mean over four axes, as one product's weights (built once per rate, shared,
+    so read-only)."""
+    weights = np.full(4, 0.25 * rate)
+    weights.flags.writeable = False
+    return weights
 
 
 @dataclass(slots=True)

@@ -316,6 +316,17 @@ def test_a_faces_box_is_the_vote_of_the_boxes_its_views_found() -> None:
     assert neighbour == found[5]
 
 
+def test_kept_boxes_never_vote_for_each_other_and_a_lone_box_stays_as_it_is() -> None:
+    """Two faces NMS kept apart (here with nms_iou above the vote's IoU) keep their own boxes,
+    exactly: neither votes for the other, and nothing else votes for them."""
+    found = [
+        _det((0.1, 0.3, 10.7, 10.9), FRONT_WITH_MASK, 0.9),
+        _det((0.1, 0.3, 10.7, 12.9), FRONT_WITH_MASK, 0.8),
+    ]
+    voted = vote_boxes(found, np.array([0, 1]), 0.55)
+    assert [d.box for d in voted] == [found[0].box, found[1].box]
+
+
 def test_photos_vote_boxes_only_when_asked() -> None:
     """detect_still with box_vote 0 keeps the most confident box of a face; with it, the mean
     of the views' boxes: here the whole image and a 2 x 2 tile place the face differently."""
