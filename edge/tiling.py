@@ -337,8 +337,8 @@ def vote_boxes(found: Sequence[Detection], keep: np.ndarray, min_iou: float) -> 
     """found[keep], each with the score-weighted mean of the boxes found for the same head.
 
     The boxes of one head from different views (tiles, the whole image, zoomed out, mirrored)
-    scatter around it, each placed by a different crop of it; their mean lies closer to the
-    head than the single most confident one (box voting, Gidaris & Komodakis 2015). A box
+    scatter around it, each placed by a different crop of it; their mean tends to lie closer
+    to the head than the single most confident one (box voting, Gidaris & Komodakis 2015). A box
     votes for a kept one when it overlaps it by min_iou or more, has its label (a face box
     and a head box follow different conventions) and scores at least VOTE_SCORE_SHARE of it.
     Another kept box never votes (with nms_iou above min_iou two would become one), and a

@@ -146,9 +146,9 @@ class DetectorConfig(BaseModel):
             "Still photos only (`maskwatch detect`): each face's box is the score-weighted "
             "mean of the boxes its views found for it (those overlapping the most confident "
             "one by this IoU or more, with its label, and at least half as confident), not "
-            "the most confident box alone: the views place a face's box "
-            "differently and their mean lies closer to it (box voting). 0 keeps the most "
-            "confident box. Scores and labels are not changed (model card)."
+            "the most confident box alone: the views place a face's box differently, and on "
+            "the validation photos more voted boxes meet their face at IoU 0.5 (box voting). "
+            "0 keeps the most confident box. Scores and labels are not changed (model card)."
         ),
     )
     threads: int = Field(
