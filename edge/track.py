@@ -36,10 +36,12 @@ of it) are trusted 25 times more than the filter trusts them. Exact boxes (annot
 then reported nearly as they are, while the steady box, which the daemon plans with, and the
 filter itself stay as they were.
 
-The tracker ignores the class label: a person whose label flickers between the three labels
-stays one track. Times are in seconds and distances in box heights, so the same settings work
-for heads and whole bodies, at any frame rate, and with detection on every n-th frame only
-(predict() in between).
+The tracker ignores the class label, but for the box a label comes with: a face the detector
+sees is boxed by the face, a head whose face it cannot see by the whole head, so the tracker
+follows the head around a face (faces_as_heads) and a person whose label flickers between the
+three labels, turning to and from the camera, stays one track. Times are in seconds and
+distances in box heights, so the same settings work for heads and whole bodies, at any frame
+rate, and with detection on every n-th frame only (predict() in between).
 
 Every axis of the state (centre x, centre y, width, height) is filtered on its own with a
 two-state (position, velocity) filter; with diagonal noise that is exactly the usual 8-state
@@ -60,7 +62,13 @@ import scipy
 
 from edge.anchors import inside_matrix, iou_matrix
 from edge.config.tracker import TrackerConfig
-from edge.detection import Detection
+from edge.detection import (
+    FACE_NOT_VISIBLE,
+    FACE_TO_HEAD_HEIGHT,
+    FACE_TO_HEAD_RAISE,
+    FACE_TO_HEAD_WIDTH,
+    Detection,
+)
 
 
 def _load_linear_sum_assignment() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
@@ -121,6 +129,24 @@ _CENTRES = np.array(
 )
 
 
+
+def _face_to_head() -> np.ndarray:
+    """(x1, y1, x2, y2) of a face times this is the box of the head around it (see
+    edge.detection.FACE_TO_HEAD_WIDTH): centre raised, width and height scaled, as one product."""
+    kw, kh, r = FACE_TO_HEAD_WIDTH / 2, FACE_TO_HEAD_HEIGHT / 2, FACE_TO_HEAD_RAISE
+    return np.array(
+        [
+            [0.5 + kw, 0.0, 0.5 - kw, 0.0],
+            [0.0, 0.5 + r + kh, 0.0, 0.5 + r - kh],
+            [0.5 - kw, 0.0, 0.5 + kw, 0.0],
+            [0.0, 0.5 - r - kh, 0.0, 0.5 - r + kh],
+        ]
+    )
+
+
+_FACE_TO_HEAD = _face_to_head()
+
+
 @lru_cache(maxsize=8)
 def _innovation_weights(rate: float) -> np.ndarray:
     """rate x the mean over four axes, as one product's weights (built once per rate, shared,
@@ -136,10 +162,11 @@ class TrackedHead:
 
     Attributes:
         track_id: the track's id, unique within one Tracker.
-        box: (x1, y1, x2, y2): the Kalman filter's estimate of the box on this frame, i.e.
-            the matched detection's box smoothed by the track's past, or the prediction when
-            no detection matched. Steadier than the raw detection, whose own box is in
-            `detection`: what to follow a person by.
+        box: (x1, y1, x2, y2): the Kalman filter's estimate of the head's box on this frame,
+            i.e. the matched detection's box (for a face, the head around it: faces_as_heads)
+            smoothed by the track's past, or the prediction when no detection matched.
+            Steadier than the raw detection, whose own box is in `detection`: what to follow
+            a person by.
         detection: the detection matched on this frame, None when the box is predicted.
         confirmed: whether the track has had enough detections to count as a person.
         sharp_box: (x1, y1, x2, y2): where the person's box most likely is on this frame: on
@@ -260,6 +287,13 @@ class Tracker:
         det_of_row: list[Detection | None] = [None] * n
         if m:
             boxes = np.array([d.box for d in detections], dtype=float).reshape(m, 4)
+            if cfg.faces_as_heads:
+                # A seen face is boxed by the face, an unseen one by the head: track the head.
+                front = np.fromiter((d.label != FACE_NOT_VISIBLE for d in detections), bool, m)
+                if front.all():
+                    boxes = boxes @ _FACE_TO_HEAD
+                elif front.any():
+                    boxes[front] = boxes[front] @ _FACE_TO_HEAD
             scores = np.array([d.score for d in detections], dtype=float)
             usable = scores >= cfg.low_score
             high = scores >= cfg.high_score

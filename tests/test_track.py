@@ -9,16 +9,24 @@ import pytest
 from pydantic import ValidationError
 
 from edge.config.tracker import TrackerConfig
-from edge.detection import FACE_NOT_VISIBLE, FRONT_WITH_MASK, FRONT_WITHOUT_MASK, Detection
+from edge.detection import (
+    FACE_NOT_VISIBLE,
+    FACE_TO_HEAD_HEIGHT,
+    FACE_TO_HEAD_RAISE,
+    FACE_TO_HEAD_WIDTH,
+    FRONT_WITH_MASK,
+    FRONT_WITHOUT_MASK,
+    Detection,
+)
 from edge.track import EndedTrack, TrackedHead, Tracker, TrackUpdate
 
 FPS = 10.0
 
 
 def det(
-    x: float, y: float, size: float = 40.0, label: int = FRONT_WITH_MASK, score: float = 0.9
+    x: float, y: float, size: float = 40.0, label: int = FACE_NOT_VISIBLE, score: float = 0.9
 ) -> Detection:
-    """A square head box with its top-left corner at (x, y)."""
+    """A square head box with its top-left corner at (x, y) (face_not_visible: a head's box)."""
     scores = [0.05, 0.05, 0.05]
     scores[label] = score
     return Detection((x, y, x + size, y + size), label, score, tuple(scores))  # type: ignore[arg-type]
@@ -90,13 +98,56 @@ def test_tentative_track_that_vanishes_is_never_a_person() -> None:
     assert_empty(tracker)
 
 
+def looking(x: float, y: float, label: int, size: float = 40.0) -> Detection:
+    """The detector's box of a head whose top-left corner is at (x, y): the head itself while
+    its face is not visible, the face inside it (as the detector boxes one) while it is."""
+    if label == FACE_NOT_VISIBLE:
+        return det(x, y, size, label)
+    w, h = size / FACE_TO_HEAD_WIDTH, size / FACE_TO_HEAD_HEIGHT
+    cx, cy = x + size / 2, y + size / 2 + FACE_TO_HEAD_RAISE * h
+    scores = [0.05, 0.05, 0.05]
+    scores[label] = 0.9
+    return Detection((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), label, 0.9, tuple(scores))  # type: ignore[arg-type]
+
+
+TURNING = [FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE] * 5
+
+
 def test_label_flicker_keeps_one_track() -> None:
-    labels = [FRONT_WITH_MASK, FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE] * 5
     tracker = Tracker(TrackerConfig())
-    updates = run(tracker, [[det(100 + 4 * k, 100, label=lab)] for k, lab in enumerate(labels)])
+    frames = [[looking(100 + 4 * k, 100, lab)] for k, lab in enumerate(TURNING)]
+    updates = run(tracker, frames)
     assert {u.heads[0].track_id for u in updates} == {updates[0].heads[0].track_id}
-    assert [u.heads[0].detection.label for u in updates] == labels  # type: ignore[union-attr]
+    assert [u.heads[0].detection.label for u in updates] == TURNING  # type: ignore[union-attr]
     assert updates[-1].heads[0].confirmed
+    # The track follows the head, face or no face; the vote still gets the face's own box.
+    for k, u in enumerate(updates):
+        assert u.heads[0].box == pytest.approx(frames[k][0].box if TURNING[k] == FACE_NOT_VISIBLE
+                                               else (100 + 4 * k, 100, 140 + 4 * k, 140), abs=3)
+        assert u.heads[0].detection is frames[k][0]
+
+
+def _turns_while_missed() -> list[list[Detection]]:
+    """Walking seen from behind for 10 frames, missed for 5 while stopping and turning round,
+    then standing, seen facing the camera (PETS09-S2L1 has such people: a 15 px head box, a
+    few frames later an 8 px face box)."""
+    away = [[looking(100 + 4 * k, 100, FACE_NOT_VISIBLE)] for k in range(10)]
+    facing = [[looking(140, 100, FRONT_WITHOUT_MASK)] for _ in range(10)]
+    return away + [[]] * 5 + facing
+
+
+def test_head_that_turns_to_the_camera_while_missed_keeps_its_id() -> None:
+    updates = run(Tracker(TrackerConfig()), _turns_while_missed())
+    ids = {h.track_id for u in updates for h in u.heads if h.detection is not None}
+    assert len(ids) == 1
+
+
+def test_face_boxes_followed_as_they_come_split_a_turning_head() -> None:
+    # Without faces_as_heads the face's box, about half the head's height and lower down, is
+    # too small to be the lost head (max_size_ratio): the person starts a second track.
+    updates = run(Tracker(TrackerConfig(faces_as_heads=False)), _turns_while_missed())
+    ids = {h.track_id for u in updates for h in u.heads if h.detection is not None}
+    assert len(ids) == 2
 
 
 def test_crossing_people_keep_their_ids() -> None:

@@ -284,6 +284,19 @@ class TrackerConfig(BaseModel):
             "and gaps as long as people do walk steadily."
         ),
     )
+    faces_as_heads: bool = Field(
+        True,
+        description=(
+            "Track the head around a face: the detector boxes a face it sees (front_with_mask, "
+            "front_without_mask) by the face, brow to chin, and a head whose face it cannot "
+            "see by the whole head, hair and hat included, so the box of a person who turns "
+            "towards or away from the camera jumps to about half or twice its height. The "
+            "tracker follows the head, a face's box widened, heightened and raised by the "
+            "model's own proportions (edge.detection.FACE_TO_HEAD_*), and keeps one identity "
+            "through the turn; the vote still reads the face's own box. False follows each "
+            "box as it comes: for a detector that boxes every label the same way."
+        ),
+    )
     head_aspect: float = Field(
         1.3,
         gt=0,
