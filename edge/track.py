@@ -289,11 +289,13 @@ class Tracker:
             boxes = np.array([d.box for d in detections], dtype=float).reshape(m, 4)
             if cfg.faces_as_heads:
                 # A seen face is boxed by the face, an unseen one by the head: track the head.
-                front = np.fromiter((d.label != FACE_NOT_VISIBLE for d in detections), bool, m)
-                if front.all():
+                # (Plain lists: numpy's per-call cost dwarfs ten booleans.)
+                front = [d.label != FACE_NOT_VISIBLE for d in detections]
+                if all(front):
                     boxes = boxes @ _FACE_TO_HEAD
-                elif front.any():
-                    boxes[front] = boxes[front] @ _FACE_TO_HEAD
+                elif any(front):
+                    rows = np.array(front)
+                    boxes[rows] = boxes[rows] @ _FACE_TO_HEAD
             scores = np.array([d.score for d in detections], dtype=float)
             usable = scores >= cfg.low_score
             high = scores >= cfg.high_score
