@@ -160,6 +160,8 @@ class CameraPipeline:
         self._snapshot_lock = threading.Lock()
         # The box each live track began with (regions only).
         self._began: dict[int, Box] = {}
+        # The longer side of each live track's last detection, as the detector drew it.
+        self._seen_side: dict[int, float] = {}
 
     def process(self, image: np.ndarray, timestamp: float) -> FrameResult:
         """Run one frame through every stage; decided people are recorded before returning."""
@@ -208,7 +210,9 @@ class CameraPipeline:
         if not self.camera.zoom_out_large_heads or tiles.columns * tiles.rows > 1:
             return False
         scale = self.detector.input_size / max(width, height)
-        return any(longer_side(h.box) * scale >= ZOOM_OUT_FROM_PX for h in heads)
+        # By the detector's own box, as the zoomed-out view reads it (_by_size): the head
+        # around a 50 px face is over 80 px, but that face is read from the whole frame only.
+        return any(h.seen_side * scale >= ZOOM_OUT_FROM_PX for h in heads)
 
     def complete(
         self,
@@ -235,6 +239,7 @@ class CameraPipeline:
         for head in update.heads:
             if head.detection is not None:
                 self.decider.look(head.track_id, head.detection, w, h, timestamp)
+                self._seen_side[head.track_id] = longer_side(head.detection.box)
         people = self._end(update.ended)
         if self.regions is not None:
             # Where each track began, to tell a walking head from a patch of background.
@@ -263,7 +268,8 @@ class CameraPipeline:
         x1, y1, x2, y2 = head.box
         b = self._began.get(head.track_id, head.box)
         moved = math.hypot((x1 + x2 - b[0] - b[2]) / 2, (y1 + y2 - b[1] - b[3]) / 2)
-        return Head(head.box, head.confirmed, moved >= y2 - y1)
+        seen = self._seen_side.get(head.track_id, 0.0)
+        return Head(head.box, head.confirmed, moved >= y2 - y1, seen)
 
     def _heads_for(self, index: int) -> list[Head]:
         """The tracked heads after frame index - PLAN_LAG (none before it exists)."""
@@ -292,6 +298,7 @@ class CameraPipeline:
     def _end(self, ended: list[EndedTrack]) -> list[PersonEvent]:
         people = []
         for track in ended:
+            self._seen_side.pop(track.track_id, None)
             event = self.decider.end(
                 track.track_id,
                 track.confirmed,

@@ -60,11 +60,14 @@ class Head(NamedTuple):
         box: (x1, y1, x2, y2), frame pixels.
         confirmed: whether its track counts as a person already.
         travelled: whether it has moved at least its own height since its track began.
+        seen_side: the longer side of the box the detector last drew for it (a face's own box,
+            not the head around it that the track follows); 0 when not known.
     """
 
     box: Box
     confirmed: bool
     travelled: bool
+    seen_side: float = 0.0
 
 
 def _grown(box: Box, by: float) -> Box:

@@ -38,3 +38,22 @@ def test_a_door_camera_reads_large_unmasked_faces_from_a_zoomed_out_view() -> No
         assert len(single) == 2 and "mask" not in single, name
         assert one_each == [1] * HELD_FRAMES
         assert set(inferences) == {1, 2} and inferences[-1] == 2
+
+
+@pytest.mark.skipif(not FACE_PHOTOS.is_dir(), reason="needs ../shared/datasets (third-party data)")
+def test_a_face_too_small_for_the_zoomed_out_view_costs_no_second_inference() -> None:
+    """A real unmasked face filling 20 % of the frame (about 64 px in the model's input): the
+    track follows the head around it, over 80 px, but the zoomed-out view reads only faces of
+    80 px or more, so the pipeline keeps to one inference a frame, and decides the face."""
+    from models.training.data import face_mask_split
+    from models.training.eval_sources import HELD_FRAMES, held_decisions
+    from models.training.evaluate import closeups
+
+    _, val = face_mask_split(FACE_PHOTOS)
+    name = "maksssksksss627#0"
+    (shot,) = [im for s, im in closeups([s for s in val if s.name == name.split("#")[0]], 0.2)
+               if s.name == name]
+    detector = Detector(DetectorConfig(accelerator="cpu", threads=1))
+    decided, inferences = held_decisions(detector, shot, zoom_out=True)
+    assert decided == ["no_mask"]
+    assert inferences == [1] * HELD_FRAMES

@@ -205,8 +205,9 @@ class CameraConfig(BaseModel):
     zoom_out_large_heads: bool = Field(
         True,
         description=(
-            "Whole-frame detection only (no tiles, no regions): while a tracked head is 80 px "
-            "or more in the model's input (a door camera, someone walking up close), each "
+            "Whole-frame detection only (no tiles, no regions): while the detector's last box "
+            "of a tracked head (a face's own box) is 80 px or more in the model's input (a "
+            "door camera, someone walking up close), each "
             "frame is also detected shrunk 2x into a corner of the input, and heads of 96 px "
             "or more in the input are read from that view. The model reads large faces better "
             "smaller: unmasked faces filling most of the picture read as masks far more often "
