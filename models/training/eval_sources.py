@@ -417,9 +417,13 @@ def decided_people(model_path: Path, clip: Path, config_path: Path | None) -> Co
     return decided
 
 
+# PETS09-S2L1 is scored from frames 0 to PETS_STARTS - 1 (edge.tools.eval_video --starts).
+PETS_STARTS = 4
+
+
 def pipeline_section(shared: Path, model_path: Path) -> list[str]:
     """Whole-chain checks: people decided per clip, and the PETS count of the street config."""
-    from edge.tools.eval_video import DEFAULT_GT, DEFAULT_VIDEO, score_video
+    from edge.tools.eval_video import DEFAULT_GT, DEFAULT_VIDEO, compare_table, score_video
 
     lines = [
         "## Whole pipeline (detector, tracker, vote) on clips",
@@ -449,8 +453,11 @@ def pipeline_section(shared: Path, model_path: Path) -> list[str]:
         config = config.model_copy(
             update={"detector": config.detector.model_copy(update={"model": model_path})}
         )
-        score = score_video(video, gt, config)
-        lines += ["", "PETS09-S2L1, configs/street-camera.yaml:", "", score.table()]
+        # One run is one draw (which frame first shows whom to which region): also the clip
+        # started 1 to PETS_STARTS - 1 frames in, summed, as `eval_video --starts` does.
+        runs = [score_video(video, gt, config, first) for first in range(PETS_STARTS)]
+        rows = [("from frame 0", runs[0]), (f"sum of {PETS_STARTS} starts", sum(runs[1:], runs[0]))]
+        lines += ["", "PETS09-S2L1, configs/street-camera.yaml:", "", compare_table(rows)]
     return [*lines, ""]
 
 
