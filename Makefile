@@ -166,7 +166,7 @@ eval-tracking: setup
 	  "opencv-python-headless==$$($(BIN)/pip show opencv-python-headless | sed -n 's/^Version: //p')"; fi
 	$(BIN)/python -m edge.tools.eval_tracking --variants clean noisy clean-noisy heads crowd \
 		crowd-close crowd-apart
-	$(BIN)/python -m edge.tools.eval_video --config configs/street-camera.yaml
+	$(BIN)/python -m edge.tools.eval_video --config configs/street-camera.yaml --starts 4
 
 # Debian package for bookworm / Raspberry Pi OS: dist/maskwatch_<version>_<arch>.deb with the
 # Python dependencies bundled for that arch (packaging/build_deb.py). ARCH=amd64 or arm64.
