@@ -129,7 +129,6 @@ _CENTRES = np.array(
 )
 
 
-
 def _face_to_head() -> np.ndarray:
     """(x1, y1, x2, y2) of a face times this is the box of the head around it (see
     edge.detection.FACE_TO_HEAD_WIDTH): centre raised, width and height scaled, as one product."""
@@ -145,6 +144,23 @@ def _face_to_head() -> np.ndarray:
 
 
 _FACE_TO_HEAD = _face_to_head()
+# The head around a face is at most this share of head_aspect as high as it is wide.
+_HEAD_ASPECT_MARGIN = 0.95
+
+
+def _heads_around(faces: np.ndarray, head_aspect: float) -> np.ndarray:
+    """The head boxes around face boxes (x1, y1, x2, y2 rows), each widened where needed to
+    stay under head_aspect: a tall face box (one in seven of the detector's on face photos is
+    1.19 or more times as high as wide) would otherwise make a head box that the tracker takes
+    for a whole body, with 7.5 times less process noise and an easier exit test."""
+    heads = faces @ _FACE_TO_HEAD
+    widths = heads[:, 2] - heads[:, 0]
+    short = (heads[:, 3] - heads[:, 1]) / (_HEAD_ASPECT_MARGIN * head_aspect) - widths
+    np.maximum(short, 0.0, out=short)
+    short *= 0.5
+    heads[:, 0] -= short
+    heads[:, 2] += short
+    return heads
 
 
 @lru_cache(maxsize=8)
@@ -292,10 +308,10 @@ class Tracker:
                 # (Plain lists: numpy's per-call cost dwarfs ten booleans.)
                 front = [d.label != FACE_NOT_VISIBLE for d in detections]
                 if all(front):
-                    boxes = boxes @ _FACE_TO_HEAD
+                    boxes = _heads_around(boxes, cfg.head_aspect)
                 elif any(front):
                     rows = np.array(front)
-                    boxes[rows] = boxes[rows] @ _FACE_TO_HEAD
+                    boxes[rows] = _heads_around(boxes[rows], cfg.head_aspect)
             scores = np.array([d.score for d in detections], dtype=float)
             usable = scores >= cfg.low_score
             high = scores >= cfg.high_score

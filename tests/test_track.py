@@ -142,6 +142,23 @@ def test_head_that_turns_to_the_camera_while_missed_keeps_its_id() -> None:
     assert len(ids) == 1
 
 
+def test_a_tall_face_is_tracked_as_a_head_not_a_body() -> None:
+    # A face box 1.2 times as high as wide, near the top of the frame and rising, missed once:
+    # the head around it must stay a head (a body's exit test would end the track there, and
+    # the face's next look would count the person again).
+    tracker = Tracker(TrackerConfig())
+    ids: set[int] = set()
+    for k in range(60):
+        y = 100.0 - 2 * k
+        face = Detection((300.0, y, 340.0, y + 48.0), FRONT_WITHOUT_MASK, 0.9, (0.05, 0.9, 0.05))
+        update = tracker.update([] if k == 40 else [face], k / FPS, (640.0, 480.0))
+        ids |= {h.track_id for h in update.heads if h.detection is not None}
+        for head in update.heads:
+            x1, y1, x2, y2 = head.box
+            assert y2 - y1 < TrackerConfig().head_aspect * (x2 - x1)
+    assert len(ids) == 1
+
+
 def test_face_boxes_followed_as_they_come_split_a_turning_head() -> None:
     # Without faces_as_heads the face's box, about half the head's height and lower down, is
     # too small to be the lost head (max_size_ratio): the person starts a second track.
