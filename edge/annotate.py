@@ -37,6 +37,10 @@ def draw(frame: np.ndarray, heads: list[TrackedHead], decider: Decider, people: 
         det = head.detection
         colour = PREDICTED_COLOUR if det is None else COLOURS.get(det.label, NO_MASK_COLOUR)
         cv2.rectangle(frame, (b[0], b[1]), (b[2], b[3]), colour, 2)
+        if det is not None and det.label != FACE_NOT_VISIBLE:
+            # The track follows the head around a seen face; the face's own box, thin inside.
+            f = [int(v) for v in det.box]
+            cv2.rectangle(frame, (f[0], f[1]), (f[2], f[3]), colour, 1)
         ballot = decider.ballots.get(head.track_id)
         balance = 0 if ballot is None else ballot.balance
         cv2.putText(

@@ -293,8 +293,10 @@ class TrackerConfig(BaseModel):
             "towards or away from the camera jumps to about half or twice its height. The "
             "tracker follows the head, a face's box widened, heightened and raised by the "
             "model's own proportions (edge.detection.FACE_TO_HEAD_*), and keeps one identity "
-            "through the turn; the vote still reads the face's own box. False follows each "
-            "box as it comes: for a detector that boxes every label the same way."
+            "through the turn; the vote still reads the face's own box. A head box the detector "
+            "reads as a face (a large back of a head read as a mask, models/MODEL_CARD.md) is "
+            "then tracked as a head about 1.7 times its size. False follows each box as it "
+            "comes: for a detector that boxes every label the same way."
         ),
     )
     head_aspect: float = Field(
