@@ -231,6 +231,14 @@ def score_video(video: Path, gt_path: Path, config: Config, first_frame: int = 0
     )
 
 
+def score_starts(
+    video: Path, gt_path: Path, config: Config, starts: int
+) -> tuple[list[VideoScore], VideoScore]:
+    """The clip scored as it is and started 1 to starts - 1 frames in, and those runs summed."""
+    runs = [score_video(video, gt_path, config, first) for first in range(starts)]
+    return runs, sum(runs[1:], runs[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m edge.tools.eval_video`."""
     parser = argparse.ArgumentParser(prog="python -m edge.tools.eval_video", description=__doc__,
@@ -263,12 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     configs = variants(config) if args.compare else [(describe(config), config)]
     rows = []
     for name, c in configs:
-        runs = [score_video(args.video, args.gt, c, first) for first in range(args.starts)]
+        runs, total = score_starts(args.video, args.gt, c, args.starts)
         if args.starts == 1:
-            rows.append((name, runs[0]))
+            rows.append((name, total))
             continue
         rows += [(f"{name}, from frame {first}", r) for first, r in enumerate(runs)]
-        rows.append((f"{name}, sum of {args.starts}", sum(runs[1:], runs[0])))
+        rows.append((f"{name}, sum of {args.starts}", total))
     if args.compare or args.starts > 1:
         print(compare_table(rows), end="")
     else:
