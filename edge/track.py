@@ -9,12 +9,14 @@ grows with the time a track has been unseen and with its own speed, so a person 
 detector or hidden for a while (up to max_age_s) keeps their identity instead of being
 counted twice. Weak detections may only extend a track seen on the previous detection frame
 (ByteTrack). A detection lying mostly inside a live track's box starts a hidden track: it
-takes only detections the other tracks leave, and it is not confirmed while it still lies
-mostly inside an older track, so a double detection of one person is not a second person, while
-someone who appears behind or in front of another person keeps their own detections (and
-identity) from the first one on and is counted once they part. When the frame's size is known, a
-track missed on the last detection frame whose predicted box has wholly left the frame ends:
-that person walked out, and whoever walks in where they left gets an identity of their own. So
+takes only detections the other tracks leave (or overlap less, where their own person is gone,
+missed on the last detection frame, or walking out of the frame), and it is not confirmed while
+it still lies mostly inside an older track, so a double detection of one person is not a second
+person, while someone who appears behind or in front of another person keeps their own
+detections (and identity) from the first one on and is counted once they part. When the
+frame's size is known, a track missed on the last detection frame whose predicted box has wholly
+left the frame ends: that person walked out, and whoever walks in where they left gets an
+identity of their own. So
 does a reliable track (one the detector has missed on few of its recent frames) whose last box
 reached the frame's edge (or came within half its size of it: people are lost once most of them
 is out) while it walked out through it, missed once (on the next detection
@@ -324,7 +326,15 @@ class Tracker:
         n_matched = 0
         if n and m:
             iou = iou_matrix(self._boxes(), boxes)
-            rows, cols = self._associate(boxes, iou, high, usable & ~high, timestamp)
+            # Tracks that yield to hidden tracks (only needed, and computed, beside one): those
+            # missed on the last detection frame and those walking out of the frame.
+            yielding = None
+            if self._hidden.any():
+                yielding = ~self._matched
+                if frame_size is not None:
+                    yielding |= self._walking_out(np.array(frame_size))
+                yielding &= ~self._hidden
+            rows, cols = self._associate(boxes, iou, high, usable & ~high, timestamp, yielding)
             n_matched = len(rows)
             if n_matched:
                 measured = boxes[cols]
@@ -503,6 +513,7 @@ class Tracker:
         high: np.ndarray,
         weak: np.ndarray,
         timestamp: float,
+        yielding: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Matched (track row, detection index) pairs, rows ascending, in three stages.
 
@@ -515,7 +526,12 @@ class Tracker:
            confident detections the others left: a double detection may not take over its
            host's box when the host's own box is missed, while a person hidden behind another
            keeps their own detections, which a neighbour whose person just left would
-           otherwise take by distance.
+           otherwise take by distance. A `yielding` track (one missed on the last detection
+           frame, or walking out of the frame: _walking_out) does not take a detection that a
+           hidden track overlaps more: its own person is gone or going, and the box is the one
+           the hidden track has been following (someone who walked in through the same edge,
+           or out from behind them). A double detection still leaves its host's box to the
+           host, which overlaps its own box more than the duplicate inside it does.
         2. Tracks left over against confident detections left over by centre distance: a
            detection is in reach when its centre is within distance_gate box heights of the
            prediction plus the way the track itself moves while unseen (speed_gate x its
@@ -536,6 +552,11 @@ class Tracker:
         base += 1.0
         cost = np.where(iou >= cfg.iou_threshold, base[:, None] - iou, _FORBIDDEN)
         hidden = self._hidden
+        if yielding is not None and yielding.any():
+            # A person walking out where another walks in, or gone from in front of someone:
+            # the remaining box goes to the hidden track that has followed it, not to the host.
+            best = np.where(hidden[:, None], iou, 0.0).max(axis=0)
+            cost[yielding[:, None] & (iou < best[None, :])] = _FORBIDDEN
         rows, cols = self._assign(cost, ~hidden, high)
         if len(rows) == n:
             # Every track matched (so none is hidden): nothing left for the later stages.
@@ -667,26 +688,37 @@ class Tracker:
         reach = st[:, 2:4] * 0.5
         reach += half
         outside = (np.abs(st[:, :2] - half) > reach).any(axis=1)
-        # Walked out through an edge, seen by a detector that rarely misses this track (a
-        # noisy one misses people at the edge who are still there, half cut off).
-        cfg = self.config
-        reliable = self._found >= cfg.exit_reliability
-        if reliable.any():
-            speed = st[:, 4:6] / self._person_heights()[:, None]
-            box = self._last_box
-            # Within exit_margin of its own size from the edge: people are lost (and no longer
-            # annotated) once most of them is out, before their box touches the edge.
-            slack = box[:, 2:] - box[:, :2]
-            slack *= cfg.exit_margin
-            out_low = (box[:, :2] <= slack) & (speed <= -cfg.exit_speed)
-            out_high = (box[:, 2:] >= size - slack) & (speed >= cfg.exit_speed)
-            outside |= reliable & (out_low | out_high).any(axis=1)
+        outside |= self._walking_out(size)
         outside &= ~self._matched
         if not outside.any():
             return []
         ended = [t.ended() for t, out in zip(self._tracks, outside.tolist(), strict=True) if out]
         self._keep(~outside)
         return ended
+
+    def _walking_out(self, size: np.ndarray) -> np.ndarray:
+        """Rows whose person is walking out through an edge of a frame `size` (width, height).
+
+        Reliable rows (found on at least exit_reliability of their recent detection frames)
+        whose last detected box reached an edge (came within exit_margin of its own size of
+        it) while they moved out through that edge at exit_speed person heights a second or
+        more.
+        """
+        cfg = self.config
+        # Seen by a detector that rarely misses this track (a noisy one misses people at the
+        # edge who are still there, half cut off).
+        reliable = self._found >= cfg.exit_reliability
+        if not reliable.any():
+            return reliable
+        speed = self._state[:, 4:6] / self._person_heights()[:, None]
+        box = self._last_box
+        # Within exit_margin of its own size from the edge: people are lost (and no longer
+        # annotated) once most of them is out, before their box touches the edge.
+        slack = box[:, 2:] - box[:, :2]
+        slack *= cfg.exit_margin
+        out_low = (box[:, :2] <= slack) & (speed <= -cfg.exit_speed)
+        out_high = (box[:, 2:] >= size - slack) & (speed >= cfg.exit_speed)
+        return reliable & (out_low | out_high).any(axis=1)
 
     def _end_stale(self, timestamp: float) -> list[EndedTrack]:
         """Remove tracks unmatched for too long: confirmed after max_age_s, tentative sooner."""

@@ -610,3 +610,49 @@ def test_sharp_box_of_a_predicted_frame_is_the_prediction() -> None:
     assert head.sharp_box == head.box
     (head,) = tracker.update([], 6 / FPS).heads
     assert head.detection is None and head.sharp_box == head.box
+
+
+def _body_clipped(x: float, width: float = 640.0) -> Detection:
+    """A standing person's 40 x 100 box at (x, 100), cut by the edges of a frame `width` wide."""
+    box = (max(x, 0.0), 100.0, min(x + 40.0, width), 200.0)
+    return Detection(box, FACE_NOT_VISIBLE, 0.9, (0.05, 0.9, 0.05))
+
+
+def test_person_walking_in_where_another_walks_out_keeps_their_own_track() -> None:
+    # A walks right at 6 px a frame (0.6 person heights a second), found on every frame, until
+    # its box reaches the right edge. B steps in there heading left, born inside A's box (a
+    # hidden track), and the two pass each other; then A is gone while B's box still overlaps
+    # A's prediction. A's person is walking out: B's box stays with B's own track.
+    a_walk = [_body_clipped(350.0 + 6.0 * k) for k in range(40)]  # last box 584-624
+    b_walk = {37 + j: _body_clipped(590.0 - 6.0 * j) for j in range(12)}
+    frames = [[a] + ([b_walk[k]] if k in b_walk else []) for k, a in enumerate(a_walk)]
+    frames += [[b_walk[k]] for k in range(40, 49)]
+    ids: list[tuple[int, set[int]]] = []
+    for size in ((640.0, 480.0), None):
+        tracker = Tracker(TrackerConfig())
+        b_id = 0
+        after: set[int] = set()
+        for k, dets in enumerate(frames):
+            heads = tracker.update(dets, k / FPS, size).heads
+            if k == 37:
+                (b_id,) = [h.track_id for h in heads if not h.confirmed]
+            if k >= 40:
+                after.update(h.track_id for h in heads if h.detection)
+        ids.append((b_id, after))
+    (b, after), (b_blind, after_blind) = ids
+    assert after == {b}  # frame known: B keeps the identity it had from its first box
+    assert b_blind not in after_blind  # frame unknown: A's track takes B's boxes over
+
+
+def test_hidden_track_keeps_its_box_from_a_host_missed_on_the_last_frame() -> None:
+    # A stands in mid-frame; B appears inside A's box (a hidden track) and walks right. Both
+    # are missed on one frame; then only B is seen again: A's person is gone, and B's box,
+    # which A's standing prediction still overlaps, goes to B's track, which has followed it.
+    config = TrackerConfig(min_hits=10, tentative_max_age_s=0.5)
+    tracker = Tracker(config)
+    run(tracker, [[body(300.0)] for _ in range(5)])
+    frames = [[body(300.0), body(305.0 + 3.0 * j)] for j in range(4)]
+    b_id = next(h.track_id for h in run(tracker, frames, start=5)[0].heads if h.track_id != 1)
+    tracker.update([], 9 / FPS)
+    updates = run(tracker, [[body(305.0 + 3.0 * j)] for j in range(5, 9)], start=10)
+    assert all([h.track_id for h in u.heads if h.detection] == [b_id] for u in updates)

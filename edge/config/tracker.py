@@ -225,7 +225,9 @@ class TrackerConfig(BaseModel):
         description=(
             "A confident detection left unmatched whose area lies at least this much inside a "
             "live track's box starts a hidden track: one that takes only the detections the "
-            "other tracks leave after matching by overlap, and that is not confirmed (never "
+            "other tracks leave after matching by overlap (or overlap less, where a track's "
+            "own person is gone: missed on the last detection frame, or walking out of the "
+            "frame as exit_reliability tells), and that is not confirmed (never "
             "counts as a person) while this much of its box still lies inside an older live "
             "track's box. Double detections of one person (a whole body and its upper half, "
             "one body and a pair split apart) move with their host and so never count as a "
