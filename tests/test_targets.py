@@ -75,6 +75,37 @@ def test_absent_classes_are_taught_zero_on_unknown_heads_too() -> None:
     assert (cls_w[unknown, FACE_NOT_VISIBLE] == 0).all()
 
 
+def test_the_head_box_around_a_face_learns_it_is_not_a_hidden_face() -> None:
+    """With halo_classes, anchors on a face's head box (1.6 x wide, 1.9 x high, raised) teach
+    face_not_visible 0 even in a face-only photo; next to a back of a head they teach nothing."""
+    layout = Layout.of(320)
+    face = np.array([[100, 120, 140, 165]], np.float32)
+    head = np.array([[88, 96, 152, 182]], np.float32)  # the face's own head, as people box it
+    on_head = iou_matrix(layout.anchor_boxes, head)[:, 0] >= 0.6
+    front_only = (FRONT_WITH_MASK, FRONT_WITHOUT_MASK)
+    _, plain, _, _, _ = encode_targets(layout, face, np.array([FRONT_WITHOUT_MASK]), front_only)
+    cls_t, cls_w, _, _, _ = encode_targets(
+        layout, face, np.array([FRONT_WITHOUT_MASK]), front_only, (), (FACE_NOT_VISIBLE,)
+    )
+    assert on_head.any() and (plain[on_head, FACE_NOT_VISIBLE] == 0).all()
+    assert (cls_w[on_head, FACE_NOT_VISIBLE] == 1).all()
+    assert (cls_t[on_head] == 0).all()  # none of them is one of the face's positives
+    # The front classes there keep the overlap rule (no target), and nothing far away changes.
+    assert (cls_w[on_head, FRONT_WITH_MASK] == plain[on_head, FRONT_WITH_MASK]).all()
+    far = iou_matrix(layout.anchor_boxes, np.array([[0, 0, 300, 300]], np.float32))[:, 0] == 0
+    assert (cls_w[far] == plain[far]).all()
+    # A back of a head beside the face: anchors on it are its own, never taught 0 by the face.
+    back = np.array([[140, 100, 200, 170]], np.float32)
+    both = np.concatenate([face, back])
+    labels = np.array([FRONT_WITHOUT_MASK, FACE_NOT_VISIBLE])
+    cls_t, cls_w, _, _, _ = encode_targets(
+        layout, both, labels, front_only, (), (FACE_NOT_VISIBLE,)
+    )
+    on_back = iou_matrix(layout.anchor_boxes, back)[:, 0] >= NEG_IOU
+    assert (cls_w[on_back & (cls_t[:, FACE_NOT_VISIBLE] == 0), FACE_NOT_VISIBLE] == 0).all()
+    assert (cls_t[on_back, FACE_NOT_VISIBLE] == 1).any()
+
+
 def test_zoom_brings_one_labelled_head_large_and_whole_into_view() -> None:
     rng = np.random.default_rng(3)
     image = np.full((400, 600, 3), 90, np.uint8)

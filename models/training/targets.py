@@ -8,11 +8,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.anchors import anchors_xyxy, encode_boxes, iou_matrix, make_anchors, with_input_size
-from edge.detection import LABELS
-from models.training.data import UNKNOWN, UNKNOWN_FACE
+from edge.detection import FRONT_WITH_MASK, FRONT_WITHOUT_MASK, LABELS
+from models.training.data import IGNORE, UNKNOWN, UNKNOWN_FACE
 
 POS_IOU, NEG_IOU = 0.45, 0.3
 NUM_CLASSES = len(LABELS)
+# Around a frontal face: an anchor covering at least this share of the face, or overlapping it
+# by NEG_IOU, and at most HALO_MAX_AREA times its area (a head box with a hat is about 4x).
+HALO_COVER, HALO_MAX_AREA = 0.5, 9.0
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,50 @@ class Layout:
 Targets = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
+def front_halo(layout: Layout, boxes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Anchors around a labelled frontal face that no other head or ignore region touches:
+    the face's own head box (brow to crown, hat and all) among them.
+
+    The rest of the rule leaves these without a class target (they overlap a head), and the
+    model learnt face_not_visible there: its most common false face_not_visible on the hard-hat
+    photos was the head box around a face it also boxed as a face. Taught as 0 with
+    encode_targets' halo_classes. (A, ) bool.
+    """
+    n = len(layout.anchors)
+    front = (labels == FRONT_WITH_MASK) | (labels == FRONT_WITHOUT_MASK)
+    if not front.any():
+        return np.zeros(n, bool)
+    a = layout.anchor_boxes
+    faces = boxes[front]
+    ix = np.clip(
+        np.minimum(a[:, None, 2], faces[None, :, 2]) - np.maximum(a[:, None, 0], faces[None, :, 0]),
+        0,
+        None,
+    )
+    iy = np.clip(
+        np.minimum(a[:, None, 3], faces[None, :, 3]) - np.maximum(a[:, None, 1], faces[None, :, 1]),
+        0,
+        None,
+    )
+    face_area = np.maximum((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1]), 1e-6)
+    anchor_area = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    near = (ix * iy / face_area >= HALO_COVER) | (iou_matrix(a, faces) >= NEG_IOU)
+    near &= anchor_area[:, None] <= HALO_MAX_AREA * face_area
+    halo = near.any(axis=1)
+    # Another head nearby may be a back of a head; an ignore region may be anything.
+    for kind, limit in ((~front & (labels != IGNORE), NEG_IOU), (labels == IGNORE, 0.2)):
+        if kind.any():
+            halo &= iou_matrix(a, boxes[kind]).max(axis=1) < limit
+    return halo
+
+
 def encode_targets(
     layout: Layout,
     boxes: np.ndarray,
     labels: np.ndarray,
     background_classes: tuple[int, ...],
     absent_classes: tuple[int, ...] = (),
+    halo_classes: tuple[int, ...] = (),
 ) -> Targets:
     """Per-anchor class targets and weights, box targets and weights, and "some head" weights
     for one image.
@@ -53,6 +94,9 @@ def encode_targets(
     target: any_w marks them, and the loss teaches that *some* label is present there (see
     any_head_loss) and regresses the box. Like an ignore region it is never background.
     UNKNOWN_FACE is the same without the box: the head box of a face is not the face's box.
+
+    halo_classes are taught as 0 on the anchors around a frontal face (front_halo) that are
+    not its positives.
     """
     n = len(layout.anchors)
     cls_t = np.zeros((n, NUM_CLASSES), np.float32)
@@ -90,4 +134,8 @@ def encode_targets(
     box_w[idx] = labels[gts] != UNKNOWN_FACE
     # Positives carry target 0 for absent classes already; unknown heads learn them as 0 too.
     cls_w[:, list(absent_classes)] = 1.0
+    if halo_classes:
+        halo = front_halo(layout, boxes, labels)
+        halo[idx] = False
+        cls_w[np.ix_(np.flatnonzero(halo), np.array(halo_classes))] = 1.0
     return cls_t, cls_w, box_t, box_w, any_w

@@ -46,7 +46,7 @@ from models.training.data import (
 from models.training.graft import level_layers
 from models.training.metrics import ImageResult, average_precision
 from models.training.model import build_detector, load_imagenet_weights, load_tflite_weights
-from models.training.targets import Layout, encode_targets
+from models.training.targets import Layout, encode_targets, front_halo
 
 NUM_CLASSES = len(LABELS)
 # front_without_mask faces are 1 in 5 of the front faces in face-mask-853.
@@ -57,7 +57,10 @@ TRAIN_CLIPS = ("one-by-one-person-detection.mp4", "classroom.gif")
 
 
 def mosaic(
-    layout: Layout, quarter: list[Sample], rng: np.random.Generator
+    layout: Layout,
+    quarter: list[Sample],
+    rng: np.random.Generator,
+    halo_classes: tuple[int, ...] = (),
 ) -> tuple[np.ndarray, ...]:
     """Four samples, each augmented at half size into one quadrant of the input: heads half as
     big as the plain view gives them, as far-away people on a street camera are.
@@ -86,6 +89,10 @@ def mosaic(
             cls_w[(quadrant == q) & negative, c] = 0.0
         for c in s.absent_classes:
             cls_w[(quadrant == q) & (cls_t.sum(axis=1) == 0), c] = 1.0
+    if halo_classes:
+        # After the per-quadrant rule: around a labelled face, also in a face-only photo.
+        halo = front_halo(layout, b, lab) & negative
+        cls_w[np.ix_(np.flatnonzero(halo), np.array(halo_classes))] = 1.0
     return canvas, cls_t, cls_w, box_t, box_w, any_w
 
 
@@ -171,6 +178,7 @@ def batches(
     zoom_backs: float = 0.0,
     zoom_unmasked: float = 0.0,
     zoom_px: tuple[float, float] = ZOOM_HEAD_PX,
+    halo_classes: tuple[int, ...] = (),
 ) -> queue.Queue[tuple[np.ndarray, ...] | None]:
     """Produce augmented, encoded batches on a background thread (OpenCV releases the GIL).
 
@@ -178,6 +186,7 @@ def batches(
     zoom_share of the others zoom onto one head (augment.zoom_on_head), a back of a head
     (face_not_visible) in a zoom_backs share of them and an unmasked face in a zoom_unmasked
     share, where the sample has one; the zoomed head's longer side is drawn from zoom_px.
+    halo_classes are taught as 0 around every labelled frontal face (targets.front_halo).
     """
     out: queue.Queue[tuple[np.ndarray, ...] | None] = queue.Queue(maxsize=4)
 
@@ -201,7 +210,9 @@ def batches(
             items = []
             for _ in range(batch):
                 if rng.random() < mosaic_share:
-                    items.append(mosaic(layout, [take() for _ in range(4)], rng))
+                    items.append(
+                        mosaic(layout, [take() for _ in range(4)], rng, halo_classes)
+                    )
                     continue
                 s = take()
                 img, b, lab = augment(
@@ -216,7 +227,12 @@ def batches(
                     zoom_px,
                 )
                 items.append(
-                    (img, *encode_targets(layout, b, lab, s.background_classes, s.absent_classes))
+                    (
+                        img,
+                        *encode_targets(
+                            layout, b, lab, s.background_classes, s.absent_classes, halo_classes
+                        ),
+                    )
                 )
             out.put(tuple(np.stack(col) for col in zip(*items, strict=True)))
         out.put(None)
@@ -399,6 +415,12 @@ def main() -> None:
         help="only the box predictors learn (of the --train-levels levels, else of all four): "
         "every score the model gives stays as it was",
     )
+    ap.add_argument(
+        "--front-halo",
+        action="store_true",
+        help="teach face_not_visible as 0 on the anchors around every labelled frontal face "
+        "(its head box included), which the overlap rule otherwise leaves untaught",
+    )
     args = ap.parse_args()
     if args.size % INPUT_MULTIPLE:
         ap.error(f"--size: {args.size} is not a multiple of {INPUT_MULTIPLE}")
@@ -569,6 +591,7 @@ def main() -> None:
             args.zoom_backs,
             args.zoom_unmasked,
             zoom_px,
+            (FACE_NOT_VISIBLE,) if args.front_halo else (),
         )
         losses = []
         for k in range(steps_per_epoch):
