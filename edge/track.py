@@ -16,13 +16,12 @@ person, while someone who appears behind or in front of another person keeps the
 detections (and identity) from the first one on and is counted once they part. When the
 frame's size is known, a track missed on the last detection frame whose predicted box has wholly
 left the frame ends: that person walked out, and whoever walks in where they left gets an
-identity of their own. So
-does a reliable track (one the detector has missed on few of its recent frames) whose last box
-reached the frame's edge (or came within half its size of it: people are lost once most of them
-is out) while it walked out through it, missed once (on the next detection
-frame, before matching, as a track whose box has left): a detector that finds someone on
-nearly every frame and then loses them there has seen them leave, and a lingering track would
-take over whoever comes in through the same edge next.
+identity of their own. So does a reliable track (one the detector has missed on few of its
+recent frames) whose last box reached the frame's edge (or came within half its size of it:
+people are lost once most of them is out) while it walked out through it, missed once (on the
+next detection frame, before matching, as a track whose box has left): a detector that finds
+someone on nearly every frame and then loses them there has seen them leave, and a lingering
+track would take over whoever comes in through the same edge next.
 New tracks are tentative until min_hits detections; one that ends tentative is never a
 person. Every live track reports the filter's estimate of its box, steadier than the
 detector's own box (kept beside it), and a sharp box, which on a frame where the track was

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.anchors import anchors_xyxy, encode_boxes, iou_matrix, make_anchors, with_input_size
+from edge.anchors import (
+    anchors_xyxy,
+    encode_boxes,
+    inside_matrix,
+    iou_matrix,
+    make_anchors,
+    with_input_size,
+)
 from edge.detection import FRONT_WITH_MASK, FRONT_WITHOUT_MASK, LABELS
 from models.training.data import IGNORE, UNKNOWN, UNKNOWN_FACE
 
@@ -51,19 +58,9 @@ def front_halo(layout: Layout, boxes: np.ndarray, labels: np.ndarray) -> np.ndar
         return np.zeros(n, bool)
     a = layout.anchor_boxes
     faces = boxes[front]
-    ix = np.clip(
-        np.minimum(a[:, None, 2], faces[None, :, 2]) - np.maximum(a[:, None, 0], faces[None, :, 0]),
-        0,
-        None,
-    )
-    iy = np.clip(
-        np.minimum(a[:, None, 3], faces[None, :, 3]) - np.maximum(a[:, None, 1], faces[None, :, 1]),
-        0,
-        None,
-    )
-    face_area = np.maximum((faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1]), 1e-6)
+    face_area = (faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])
     anchor_area = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    near = (ix * iy / face_area >= HALO_COVER) | (iou_matrix(a, faces) >= NEG_IOU)
+    near = (inside_matrix(faces, a).T >= HALO_COVER) | (iou_matrix(a, faces) >= NEG_IOU)
     near &= anchor_area[:, None] <= HALO_MAX_AREA * face_area
     halo = near.any(axis=1)
     # Another head nearby may be a back of a head; an ignore region may be anything.
