@@ -224,8 +224,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
         # A model given here has no Edge TPU build beside it: run it on the CPU.
         update.update(model=args.model.resolve(), edgetpu_model=None, accelerator="cpu",
                       labels=config.detector.labels_path)
-    if args.score_threshold is not None:
-        update["score_threshold"] = args.score_threshold
+    # Photos list their faces down to the photo threshold (ranked lists), not the camera's.
+    update["score_threshold"] = (
+        args.score_threshold
+        if args.score_threshold is not None
+        else config.detector.photo_score_threshold
+    )
     if args.scales is not None:
         update["photo_scales"] = args.scales
     if args.no_mirror:
@@ -382,7 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="run the detector on images, one JSON line each")
     p.add_argument("--json", action="store_true", help="JSON lines output (the only format)")
     p.add_argument("--image-list", type=Path, required=True, help="file with one image path a line")
-    p.add_argument("--score-threshold", type=float)
+    p.add_argument(
+        "--score-threshold", type=float, metavar="X",
+        help="list faces scoring at least X (default: the config's "
+        "detector.photo_score_threshold, 0.1; the camera decides at detector.score_threshold)",
+    )
     p.add_argument("--model", type=Path)
     p.add_argument("--config", type=Path)
     p.add_argument("--cpu", action="store_true", help="never use an Edge TPU")

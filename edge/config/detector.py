@@ -117,6 +117,20 @@ class DetectorConfig(BaseModel):
             "tiles find small faces that 3 x 3 tiles miss (model card)."
         ),
     )
+    photo_score_threshold: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description=(
+            "Still photos only (`maskwatch detect`): faces scoring at least this are listed, "
+            "each with its score, best first, in place of score_threshold. A list of photos "
+            "is scored by ranking (average precision) or filtered by whoever reads it at the "
+            "point they need, so it keeps the faces below the camera's operating threshold "
+            "that a camera drops: cut at 0.35 (the camera's default), precision-recall "
+            "curves end early (street-masks-229 AP50 0.698 / 0.586 at 0.1, 0.674 / 0.564 "
+            "cut at 0.35; below 0.1 nothing changes by more than 0.001; model card)."
+        ),
+    )
     photo_max_detections: int = Field(
         300,
         ge=1,

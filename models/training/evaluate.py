@@ -191,7 +191,11 @@ class OurModelOnStills:
     def __init__(self, ours: OurModel) -> None:
         """Ours with the config's default photo settings (its own Detector: the photo cap)."""
         cap = int(DetectorConfig.model_fields["photo_max_detections"].default)
-        self.config = ours.config.model_copy(update={"max_detections": cap})
+        # The command's own floor, not AP_SCORE_THRESHOLD: scored as `maskwatch detect` lists.
+        floor = float(DetectorConfig.model_fields["photo_score_threshold"].default)
+        self.config = ours.config.model_copy(
+            update={"max_detections": cap, "score_threshold": floor}
+        )
         self.detector = Detector(self.config)
         self.input_size = ours.input_size
         self.scales = int(DetectorConfig.model_fields["photo_scales"].default)
