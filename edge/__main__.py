@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--score-threshold", type=float, metavar="X",
         help="list faces scoring at least X (default: the config's "
-        "detector.photo_score_threshold, 0.1; the camera decides at detector.score_threshold)",
+        "detector.photo_score_threshold, 0.05; the camera decides at detector.score_threshold)",
     )
     p.add_argument("--model", type=Path)
     p.add_argument("--config", type=Path)
