@@ -88,7 +88,10 @@ class DetectorConfig(BaseModel):
         0.35,
         ge=0,
         le=1,
-        description="Detections whose best head score is below this are dropped.",
+        description=(
+            "Detections whose best head score is below this are dropped (camera frames; "
+            "`maskwatch detect` lists photos down to photo_score_threshold)."
+        ),
     )
     nms_iou: float = Field(
         0.45,

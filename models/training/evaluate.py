@@ -646,7 +646,9 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
         lines.append(row)
     lines += [
         "",
-        f"Boxes down to score {AP_SCORE_THRESHOLD}; each box counts for its best label "
+        f"Boxes down to score {AP_SCORE_THRESHOLD} (maskwatch detect: down to its "
+        f"{stills.config.score_threshold:g}, as the command lists them); "
+        "each box counts for its best label "
         "(ours: argmax of the three heads, so face_not_visible boxes count for neither class; "
         "MobileDet's poor_mask boxes likewise). MobileDet returns at most 10 boxes per image "
         "(its built-in post-processing); it was probably trained on these images."
