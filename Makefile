@@ -165,7 +165,7 @@ eval-tracking: setup
 	  $(BIN)/pip install -q --force-reinstall --no-deps \
 	  "opencv-python-headless==$$($(BIN)/pip show opencv-python-headless | sed -n 's/^Version: //p')"; fi
 	$(BIN)/python -m edge.tools.eval_tracking --variants clean noisy clean-noisy heads crowd \
-		crowd-close crowd-apart
+		crowd-close crowd-apart pan clean-pan
 	$(BIN)/python -m edge.tools.eval_video --config configs/street-camera.yaml --starts 4
 
 # Debian package for bookworm / Raspberry Pi OS: dist/maskwatch_<version>_<arch>.deb with the

@@ -1,6 +1,6 @@
 """The harder MOT variants: subsampling renumbers frames, noise drops and adds detections,
 ground truth fed back as detections, head boxes derived from body boxes, a crowd from a
-sequence and its copy played backwards."""
+sequence and its copy played backwards, a camera that sways."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from edge.tools.mot_variants import (
     head_boxes,
     kind_of,
     noisy,
+    pan,
     write_variants,
 )
 
@@ -151,3 +152,40 @@ def test_variants_are_seeded_and_each_kind_independent_of_the_others(tmp_path: P
     assert 0 < (heads[:, 6] < 1).sum() == len(gt) // 30  # false alarms, as in -noisy
     assert kind_of("TUD-Campus-clean-noisy") == "clean-noisy"
     assert kind_of("TUD-Campus-noisy") == "noisy" and kind_of("TUD-Campus") == ""
+
+
+def test_pan_moves_every_box_with_the_view_and_drops_those_it_turned_from() -> None:
+    # Two people standing still on a 1000 x 500 frame at 10 fps: one in the middle, one near
+    # the left edge, which the view (130 px in from each side) leaves while it swings right.
+    rows = np.array(
+        [[f, p, x, 200.0, 20.0, 50.0, 1, -1, -1, -1]
+         for f in range(1, 81) for p, x in ((1, 490.0), (2, 140.0))]
+    )
+    out, view = pan(rows, 10.0, (1000.0, 500.0), period_s=8.0)
+    assert view == pytest.approx((1000 - 2 * 130, 500 - 0.6 * 130))
+    middle = out[out[:, 1] == 1]
+    assert len(middle) == 80  # always in view
+    # Both axes move by (1 + sin) of their sway: at frame 20 (2 s, a quarter swing) x by 260.
+    (at20,) = middle[middle[:, 0] == 20]
+    assert at20[2] == pytest.approx(490 - 130 * (1 + np.sin(np.pi / 2)))
+    assert at20[3] == pytest.approx(200 - 39 * (1 + np.sin(2 * np.pi * 2 / 5.6)))
+    np.testing.assert_array_equal(at20[[4, 5]], [20, 50])  # the size is the camera's own
+    edge = out[out[:, 1] == 2]
+    assert 0 < len(edge) < 80  # out of view while the view's left side is right of them
+    assert np.all(edge[:, 2] + edge[:, 4] / 2 >= 0)
+
+
+def test_pan_kinds_share_the_view_and_the_sway(tmp_path: Path) -> None:
+    _sequence(tmp_path / "data", "Walk")
+    names = write_variants(tmp_path / "data", tmp_path / "out", ["pan", "clean-pan"])
+    assert names == ["Walk", "Walk-clean-pan", "Walk-pan"]
+    assert kind_of("Walk-clean-pan") == "clean-pan" and kind_of("Walk-pan") == "pan"
+    gt = np.loadtxt(tmp_path / "data" / "Walk" / "gt" / "gt.txt", delimiter=",")
+    for name in ("Walk-pan", "Walk-clean-pan"):
+        info = (tmp_path / "out" / name / "seqinfo.ini").read_text()
+        assert "imWidth=" in info and "imHeight=" in info  # the view's size, for exits
+        panned = np.loadtxt(tmp_path / "out" / name / "gt" / "gt.txt", delimiter=",")
+        assert 0 < len(panned) <= len(gt)
+    clean = np.loadtxt(tmp_path / "out" / "Walk-clean-pan" / "det" / "det.txt", delimiter=",")
+    panned_gt = np.loadtxt(tmp_path / "out" / "Walk-clean-pan" / "gt" / "gt.txt", delimiter=",")
+    np.testing.assert_allclose(np.sort(clean[:, 2]), np.sort(panned_gt[:, 2]), atol=0.01)

@@ -13,12 +13,13 @@ rate. It prints one markdown table (also written to /tmp/eval_tracking.md) with
 
 plus the time of one maskwatch update with 10 live tracks on a synthetic scene.
 
-`--variants clean noisy clean-noisy heads crowd crowd-close crowd-apart` (what `make
-eval-tracking` runs) evaluates every tracker also on those edge.tools.mot_variants copies of
-every sequence, written to a temporary folder: the ground truth as detections, the public
-detections and the ground truth with noise added, noisy head-sized boxes, and twice as many
+`--variants clean noisy clean-noisy heads crowd crowd-close crowd-apart pan clean-pan` (what
+`make eval-tracking` runs) evaluates every tracker also on those edge.tools.mot_variants copies
+of every sequence, written to a temporary folder: the ground truth as detections, the public
+detections and the ground truth with noise added, noisy head-sized boxes, twice as many
 people as the ground truth (a copy played backwards, on paths beside the original's at three
-distances) as detections; each kind gets a combined row of its own ("all-clean", ...).
+distances) as detections, and the public detections and the ground truth seen by a camera that
+sways; each kind gets a combined row of its own ("all-clean", ...).
 
 `--detect-every 1 2 3` adds maskwatch rows that see the detections of every n-th frame only
 and ride the Kalman prediction in between, as `camera.detect_every_n_frames: n` does in the

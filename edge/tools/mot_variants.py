@@ -22,7 +22,13 @@ For every sequence it writes the original and these variants (`--kinds` picks so
   often than in the original, and every error left is the tracker's association in a crowd;
 - `-crowd-close` / `-crowd-apart`: the same with the copy's paths closer beside the original's
   or further apart (CROWD_SIDESTEPS): a denser crowd, whose boxes overlap more, and a looser
-  one, so that a tracker setting is judged on more than one way of meeting.
+  one, so that a tracker setting is judged on more than one way of meeting;
+- `-pan` / `-clean-pan`: a camera that sways: the view is a window of the frame, PAN_MARGIN of
+  its width in from each side, swinging across that margin left and right (and over 0.3 of it
+  up and down) with a period of PAN_PERIOD_S, for the public detections and for the ground
+  truth as detections; boxes whose centre leaves the window are left out. A fixed camera on a
+  pole in the wind, a pan-tilt camera, or footage from a moving one: everybody's box moves
+  with the camera, which no one's own motion predicts.
 
 Seeded, so the same variants come out every time. Ground truth is kept unless said otherwise.
 """
@@ -44,7 +50,7 @@ SEED = 1
 # Every kind of variant, in the order they are written.
 KINDS = (
     "noisy", "clean", "clean-noisy", "heads", "every2", "every3", "crowd", "crowd-close",
-    "crowd-apart",
+    "crowd-apart", "pan", "clean-pan",
 )
 # A head's height as a fraction of the standing body's (adults are 7 to 8 heads tall), and its
 # width as a fraction of its height.
@@ -56,20 +62,27 @@ CROWD_SIDESTEP = 0.3
 # The sidestep of each crowd kind: 0.15 leaves passing boxes overlapping by nearly two thirds,
 # 0.5 clear of each other (a tenth of a box height apart).
 CROWD_SIDESTEPS = {"crowd": CROWD_SIDESTEP, "crowd-close": 0.15, "crowd-apart": 0.5}
+# The panning kinds' sway: how far the view swings each way, as a share of the frame's width
+# (100 px of PETS09-S2L1's 768), and in how long one swing left and right takes (its speed peaks
+# at 2 pi x the margin / the period: 79 px a second there, 11 px a frame at its 7 fps); the
+# vertical sway is 0.3 as wide, at 0.7 of the period, so the path never repeats exactly.
+PAN_MARGIN = 0.13
+PAN_PERIOD_S = 8.0
 
 
 def _write(
     out: Path, seq: MotSequence, name: str, fps: float, length: int, det: np.ndarray,
-    gt: np.ndarray,
+    gt: np.ndarray, frame_size: tuple[float, float] | None = None,
 ) -> None:
-    """One sequence folder in MOTChallenge layout, the frame size that of seq."""
+    """One sequence folder in MOTChallenge layout, the frame size that of seq unless given."""
     folder = out / name
     (folder / "det").mkdir(parents=True)
     (folder / "gt").mkdir()
     np.savetxt(folder / "det" / "det.txt", det, delimiter=",", fmt="%.2f")
     np.savetxt(folder / "gt" / "gt.txt", gt, delimiter=",", fmt="%.2f")
-    size = "" if seq.frame_size is None else (
-        f"imWidth={seq.frame_size[0]:g}\nimHeight={seq.frame_size[1]:g}\n"
+    frame_size = frame_size or seq.frame_size
+    size = "" if frame_size is None else (
+        f"imWidth={frame_size[0]:g}\nimHeight={frame_size[1]:g}\n"
     )
     (folder / "seqinfo.ini").write_text(
         f"[Sequence]\nname={name}\nframeRate={fps:g}\nseqLength={length}\n{size}",
@@ -140,6 +153,29 @@ def crowd(
     return both[np.lexsort((both[:, 1], both[:, 0]))]
 
 
+def pan(
+    rows: np.ndarray, fps: float, frame_size: tuple[float, float],
+    margin: float = PAN_MARGIN, period_s: float = PAN_PERIOD_S,
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """The rows as a swaying camera sees them, and the size of its view.
+
+    The view is the frame less `margin` x its width on the left and right and 0.3 of that at
+    the top and bottom; its corner swings over those margins (at frame t, by (1 + sin) of
+    each), so every box moves with it. A box whose centre then lies outside the view is left
+    out: the camera has turned away from that person.
+    """
+    sway = margin * frame_size[0]
+    view = (frame_size[0] - 2 * sway, frame_size[1] - 0.6 * sway)
+    t = rows[:, 0] / fps
+    out = rows.copy()
+    out[:, 2] -= sway * (1 + np.sin(2 * np.pi * t / period_s))
+    out[:, 3] -= 0.3 * sway * (1 + np.sin(2 * np.pi * t / (0.7 * period_s)))
+    cx = out[:, 2] + out[:, 4] / 2
+    cy = out[:, 3] + out[:, 5] / 2
+    inside = (cx >= 0) & (cx <= view[0]) & (cy >= 0) & (cy <= view[1])
+    return out[inside], view
+
+
 def kind_of(name: str) -> str:
     """The variant kind a sequence name ends with ("" for an original sequence)."""
     for kind in sorted(KINDS, key=len, reverse=True):  # "clean-noisy" before "noisy"
@@ -189,6 +225,12 @@ def write_variants(data: Path, out: Path, kinds: Sequence[str] = KINDS) -> list[
                 both = crowd(gt, seq.length, width, sidestep)
                 _write(out, seq, f"{seq.name}-{kind}", seq.fps, seq.length, as_detections(both),
                        both)
+        size = seq.frame_size or (width, float((gt[:, 3] + gt[:, 5]).max()))
+        for kind, rows in (("pan", det), ("clean-pan", as_detections(gt))):
+            if kind in kinds:
+                panned, view = pan(rows, seq.fps, size)
+                _write(out, seq, f"{seq.name}-{kind}", seq.fps, seq.length, panned,
+                       pan(gt, seq.fps, size)[0], view)
         if seq.fps > 10:
             for k in (2, 3):
                 if f"every{k}" in kinds:
