@@ -22,6 +22,11 @@ people are lost once most of them is out) while it walked out through it, missed
 next detection frame, before matching, as a track whose box has left): a detector that finds
 someone on nearly every frame and then loses them there has seen them leave, and a lingering
 track would take over whoever comes in through the same edge next.
+When the camera itself moves (a pole in the wind, a pan-tilt head, footage from a moving
+camera), every box on the frame moves alike, which no person's own motion predicts: when most
+tracks matched on a frame (camera_agreement of them, at least four) were found shifted alike
+from their predictions, that shift is taken for the camera's, and every track, lost ones too,
+moves with it before its own update (follow_camera).
 New tracks are tentative until min_hits detections; one that ends tentative is never a
 person. Every live track reports the filter's estimate of its box, steadier than the
 detector's own box (kept beside it), and a sharp box, which on a frame where the track was
@@ -102,6 +107,13 @@ Box = tuple[float, float, float, float]
 # proportion to their own height, not their box's: a head box (one less than head_aspect times
 # as high as it is wide) walks several of its heights a second where a body box walks one.
 HEADS_PER_PERSON = 7.5
+# follow_camera: at least this many tracks matched on a frame to tell the camera's motion from
+# people's (with three, PETS09-S2L1's fixed street camera moved its tracks twice, by 1.7 and
+# 3.2 px, on frames where three tracks happened to agree), and the share of the camera's
+# shift that also goes into every track's velocity (a camera that sways keeps moving for a
+# while; half, since one frame's shift also holds the detections' noise).
+_CAMERA_MIN_TRACKS = 4
+_CAMERA_VELOCITY_SHARE = 0.5
 # Cost of a forbidden pair; anything at or above it is not a match.
 _FORBIDDEN = 1e6
 # Smallest width or height (pixels) a predicted box may shrink to.
@@ -260,6 +272,8 @@ class Tracker:
         self.config = config
         self._next_id = 1
         self._time: float | None = None
+        # Seconds from the previous frame to this one (0 on the first).
+        self._dt = 0.0
         self._tracks: list[_Track] = []
         # Kalman state, one row per entry of _tracks, in one array so that rows are gathered
         # and scattered in one go: centre x, centre y, width, height, their 4 velocities, then
@@ -402,6 +416,7 @@ class Tracker:
             self._time = timestamp
             return
         dt = timestamp - self._time
+        self._dt = max(dt, 0.0)
         if dt <= 0 or not self._tracks:
             self._time = max(self._time, timestamp)
             return
@@ -431,6 +446,17 @@ class Tracker:
         h2 = np.maximum(y[:, 3], _MIN_SIZE)
         h2 *= h2
         y -= st[:, :4]
+        if cfg.follow_camera and len(y) >= _CAMERA_MIN_TRACKS and self._moved_alike(y):
+            shift = self._camera_shift(y[:, :2])
+            if shift is not None:
+                # The camera moved: every track's prediction moves with it, lost ones too,
+                # and the innovation left is each person's own.
+                y[:, :2] -= shift
+                step = shift * (_CAMERA_VELOCITY_SHARE / self._dt) if self._dt > 0 else 0.0
+                for arr in (self._state,) if whole else (self._state, st):
+                    arr[:, :2] += shift
+                    arr[:, 4:6] += step
+                self._last_box += np.concatenate([shift, shift])
         # The track's own detection noise, learnt from how far its detections fall from the
         # prediction beyond what the prediction's own uncertainty explains (innovation-based
         # estimate): detections that agree closely are trusted closely, down to
@@ -465,6 +491,29 @@ class Tracker:
         st[:, _P00 : _P01 + 1] *= 1.0 - gain[:, :1]
         if not whole:
             self._state[rows] = st
+
+    @staticmethod
+    def _moved_alike(y: np.ndarray) -> bool:
+        """A cheap first test for _camera_shift: whether the matched tracks' centre
+        innovations (rows of y) share a direction at all, their sum's squared length at
+        least a fifth of what it would be were they all alike (about 1 / N for N unrelated
+        ones), so most frames of a fixed camera skip the median."""
+        centre = y[:, :2]
+        total = centre.sum(axis=0)
+        return float(total @ total) >= 0.2 * len(y) * float(np.vdot(centre, centre))
+
+    def _camera_shift(self, moved: np.ndarray) -> np.ndarray | None:
+        """The camera's own shift since the prediction, or None: the median of the matched
+        tracks' centre innovations (N, 2) when at least camera_agreement of them lie within
+        half its length of it (people do not all swerve alike; a camera moves them all)."""
+        n = len(moved)
+        shift = np.sort(moved, axis=0)[n // 2]
+        size = float(shift @ shift)
+        if size == 0.0:
+            return None
+        off = moved - shift
+        far = int(((off * off).sum(axis=1) > 0.25 * size).sum())
+        return shift if far <= (1.0 - self.config.camera_agreement) * n else None
 
     def _start(
         self,

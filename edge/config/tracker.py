@@ -249,6 +249,30 @@ class TrackerConfig(BaseModel):
             "jitter of the detector, which makes the velocity and so the prediction noisy."
         ),
     )
+    follow_camera: bool = Field(
+        True,
+        description=(
+            "Move every track with the camera when the camera moves (a camera on a pole in the "
+            "wind, a pan-tilt camera, footage from a moving one): when at least "
+            "camera_agreement of the tracks matched on a frame (4 or more) were found shifted "
+            "alike from their predictions, the median shift is the camera's, and every track's "
+            "predicted box (lost ones too) and, by half of it, its velocity move by it before "
+            "the update. No person's own motion predicts a camera's, and without this a "
+            "swaying view leaves every prediction behind its person (edge.tools.mot_variants "
+            "`pan`). A fixed camera's people seldom all swerve alike, so it seldom fires."
+        ),
+    )
+    camera_agreement: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description=(
+            "With follow_camera: the share of the matched tracks whose shift from their "
+            "prediction must lie within half the median shift's length of it for the median "
+            "to be taken for the camera's motion. Lower values follow a camera sooner and also "
+            "move every track with a few people who happen to turn alike."
+        ),
+    )
     noise_adaptation: float = Field(
         0.05,
         ge=0,
