@@ -504,8 +504,9 @@ class Tracker:
 
     def _camera_shift(self, moved: np.ndarray) -> np.ndarray | None:
         """The camera's own shift since the prediction, or None: the median of the matched
-        tracks' centre innovations (N, 2) when at least camera_agreement of them lie within
-        half its length of it (people do not all swerve alike; a camera moves them all)."""
+        tracks' centre innovations (N, 2), per axis (the upper middle value for an even N),
+        when at least camera_agreement of them lie within half its length of it (people do
+        not all swerve alike; a camera moves them all)."""
         n = len(moved)
         shift = np.sort(moved, axis=0)[n // 2]
         size = float(shift @ shift)
