@@ -114,6 +114,8 @@ HEADS_PER_PERSON = 7.5
 # while; half, since one frame's shift also holds the detections' noise).
 _CAMERA_MIN_TRACKS = 4
 _CAMERA_VELOCITY_SHARE = 0.5
+# Ones to sum the rows of up to this many tracks with one product (more take a fresh vector).
+_ONES = np.ones(256)
 # Cost of a forbidden pair; anything at or above it is not a match.
 _FORBIDDEN = 1e6
 # Smallest width or height (pixels) a predicted box may shrink to.
@@ -446,17 +448,30 @@ class Tracker:
         h2 = np.maximum(y[:, 3], _MIN_SIZE)
         h2 *= h2
         y -= st[:, :4]
-        if cfg.follow_camera and len(y) >= _CAMERA_MIN_TRACKS and self._moved_alike(y):
-            shift = self._camera_shift(y[:, :2])
-            if shift is not None:
-                # The camera moved: every track's prediction moves with it, lost ones too,
-                # and the innovation left is each person's own.
-                y[:, :2] -= shift
-                step = shift * (_CAMERA_VELOCITY_SHARE / self._dt) if self._dt > 0 else 0.0
-                for arr in (self._state,) if whole else (self._state, st):
-                    arr[:, :2] += shift
-                    arr[:, 4:6] += step
-                self._last_box += np.concatenate([shift, shift])
+        yy = y * y
+        if cfg.follow_camera and len(y) >= _CAMERA_MIN_TRACKS:
+            # A cheap first test: do the centre innovations share a direction at all (their
+            # sum's squared length at least a fifth of what it would be were they all alike,
+            # about 1 / N for N unrelated ones)? Most frames of a fixed camera stop here.
+            n = len(y)
+            ones = _ONES[:n] if n <= len(_ONES) else np.ones(n)
+            # Sums of the innovations and of their squares, per axis (two small products and
+            # plain floats: numpy's per-call cost dwarfs ten rows).
+            total = (ones @ y).tolist()
+            energy = (ones @ yy).tolist()
+            spread = total[0] * total[0] + total[1] * total[1]
+            if spread >= 0.2 * n * (energy[0] + energy[1]):
+                shift = self._camera_shift(y[:, :2])
+                if shift is not None:
+                    # The camera moved: every track's prediction moves with it, lost ones
+                    # too, and the innovation left is each person's own.
+                    y[:, :2] -= shift
+                    yy = y * y
+                    step = shift * (_CAMERA_VELOCITY_SHARE / self._dt) if self._dt > 0 else 0.0
+                    for arr in (self._state,) if whole else (self._state, st):
+                        arr[:, :2] += shift
+                        arr[:, 4:6] += step
+                    self._last_box += np.concatenate([shift, shift])
         # The track's own detection noise, learnt from how far its detections fall from the
         # prediction beyond what the prediction's own uncertainty explains (innovation-based
         # estimate): detections that agree closely are trusted closely, down to
@@ -464,7 +479,7 @@ class Tracker:
         if cfg.noise_adaptation > 0:
             rate = cfg.noise_adaptation
             # rate x (mean squared innovation over the four axes - P00) / h^2.
-            seen = (y * y) @ _innovation_weights(rate)
+            seen = yy @ _innovation_weights(rate)
             seen -= rate * st[:, _P00]
             seen /= h2
             learnt = st[:, _R]  # a view: updated in place
@@ -491,16 +506,6 @@ class Tracker:
         st[:, _P00 : _P01 + 1] *= 1.0 - gain[:, :1]
         if not whole:
             self._state[rows] = st
-
-    @staticmethod
-    def _moved_alike(y: np.ndarray) -> bool:
-        """A cheap first test for _camera_shift: whether the matched tracks' centre
-        innovations (rows of y) share a direction at all, their sum's squared length at
-        least a fifth of what it would be were they all alike (about 1 / N for N unrelated
-        ones), so most frames of a fixed camera skip the median."""
-        centre = y[:, :2]
-        total = centre.sum(axis=0)
-        return float(total @ total) >= 0.2 * len(y) * float(np.vdot(centre, centre))
 
     def _camera_shift(self, moved: np.ndarray) -> np.ndarray | None:
         """The camera's own shift since the prediction, or None: the median of the matched
