@@ -274,7 +274,8 @@ class Tracker:
         self.config = config
         self._next_id = 1
         self._time: float | None = None
-        # Seconds from the previous frame to this one (0 on the first).
+        # Seconds from the previous frame to this one (0 on the first), detected or only
+        # predicted: follow_camera's velocity step divides a detection frame's shift by it.
         self._dt = 0.0
         self._tracks: list[_Track] = []
         # Kalman state, one row per entry of _tracks, in one array so that rows are gathered

@@ -694,7 +694,7 @@ def test_tracks_move_with_a_swaying_camera() -> None:
 
 
 def test_a_person_unseen_while_the_camera_moves_is_found_again() -> None:
-    # The fifth person is unseen for 8 frames (1.1 s) while the view moves about 60 px: their
+    # The fifth person is unseen for 8 frames (1.1 s) while the view moves about 70 px: their
     # lost track moves with the four who are seen and takes them back (without following the
     # camera, 11 identities for the 5).
     followed = _swaying(True, hidden=range(12, 20))

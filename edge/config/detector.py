@@ -130,7 +130,7 @@ class DetectorConfig(BaseModel):
             "is read by rank (average precision) or cut by whoever reads it where they need, "
             "so it keeps the faces under the camera's operating threshold that a camera "
             "drops: cut at the camera's 0.35 its precision-recall curves end early "
-            "(street-masks-229 AP50 0.698 / 0.586 listed down to 0.05, 0.671 / 0.514 with "
+            "(street-masks-229 AP50 0.699 / 0.586 listed down to 0.05, 0.671 / 0.514 with "
             "--score-threshold 0.35; model card)."
         ),
     )

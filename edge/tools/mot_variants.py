@@ -226,11 +226,11 @@ def write_variants(data: Path, out: Path, kinds: Sequence[str] = KINDS) -> list[
                 _write(out, seq, f"{seq.name}-{kind}", seq.fps, seq.length, as_detections(both),
                        both)
         size = seq.frame_size or (width, float((gt[:, 3] + gt[:, 5]).max()))
+        panned_gt, view = pan(gt, seq.fps, size)
         for kind, rows in (("pan", det), ("clean-pan", as_detections(gt))):
             if kind in kinds:
-                panned, view = pan(rows, seq.fps, size)
-                _write(out, seq, f"{seq.name}-{kind}", seq.fps, seq.length, panned,
-                       pan(gt, seq.fps, size)[0], view)
+                _write(out, seq, f"{seq.name}-{kind}", seq.fps, seq.length,
+                       pan(rows, seq.fps, size)[0], panned_gt, view)
         if seq.fps > 10:
             for k in (2, 3):
                 if f"every{k}" in kinds:
