@@ -136,7 +136,8 @@ class CameraPipeline:
         """Wire the stages; `record` receives every decided person (the ledger's record)."""
         self.camera = camera
         self.detector = detector
-        self.tracker = Tracker(tracker)
+        # The daemon follows people by the steady box: no sharp boxes to compute.
+        self.tracker = Tracker(tracker, sharp_boxes=False)
         self.decider = Decider(decide, camera.name, camera.zone)
         self.record = record
         self.clock = clock

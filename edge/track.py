@@ -38,9 +38,12 @@ own detections are, between min_measurement_noise and measurement_noise, so clea
 followed closely and jittery ones smoothed. The sharp box is the same update with that learnt
 noise variance shrunk by its own fraction of measurement_noise squared: detections as noisy as
 measurement_noise are smoothed as much, detections that agree to min_measurement_noise (a fifth
-of it) are trusted 25 times more than the filter trusts them. Exact boxes (annotations) are
-then reported nearly as they are, while the steady box, which the daemon plans with, and the
-filter itself stay as they were.
+of it) are trusted 25 times more than the filter trusts them. For the sharp box the noise is
+learnt around the track's lag (the running mean of its centre's innovations, lag_adaptation):
+a filter left behind by a swaying camera or a person speeding up misses by the same few pixels
+frame after frame, which says nothing about the detector. Exact boxes (annotations) are then
+reported nearly as they are, while the steady box, which the daemon plans with, and the filter
+itself stay as they were (the daemon skips the sharp box altogether: sharp_boxes=False).
 
 The tracker ignores the class label, but for the box a label comes with: a face the detector
 sees is boxed by the face, a head whose face it cannot see by the whole head, so the tracker
@@ -128,11 +131,16 @@ RELIABILITY_WEIGHT = 0.05
 RELIABILITY_PRIOR = 0.8
 # Columns of Tracker._state after the 4 positions and 4 velocities: the covariance terms.
 _P00, _P01, _P11 = 8, 9, 10
-# The track's own measurement noise variance, relative to its height squared.
+# The track's own measurement noise variance, relative to its height squared, as the filter
+# uses it (_R) and as the sharp box uses it, learnt around the track's lag (_R_SHARP).
 _R = 11
+_R_SHARP = 12
 # The sharp box (centre x, centre y, width, height) of the row's last detection frame.
-_SHARP = 12
-_STATE = 16
+_SHARP = 13
+# The running mean of the centre's innovation (x, y; lag_adaptation), then two zeros, so that
+# the four innovations less these four columns are the innovations around the lag.
+_LAG = 17
+_STATE = 21
 # Centre x, centre y, width, height times this matrix is x1, y1, x2, y2 (one small matmul is
 # several times cheaper than slicing and concatenating).
 _CORNERS = np.array(
@@ -180,9 +188,20 @@ def _heads_around(faces: np.ndarray, head_aspect: float) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _innovation_weights(rate: float) -> np.ndarray:
-    """rate x the mean over four axes, as one product's weights (built once per rate, shared,
-    so read-only)."""
-    weights = np.full(4, 0.25 * rate)
+    """rate x the mean over four axes of each of two sets of squared innovations side by side
+    (N, 8), as one product's (8, 2) weights (built once per rate, shared, so read-only)."""
+    weights = np.zeros((8, 2))
+    weights[:4, 0] = 0.25 * rate
+    weights[4:, 1] = 0.25 * rate
+    weights.flags.writeable = False
+    return weights
+
+
+@lru_cache(maxsize=8)
+def _lag_weights(rate: float) -> np.ndarray:
+    """The running mean's weight on the two centre axes, none on width and height (whose lag
+    columns stay zero), as one product's weights (built once per rate, shared, read-only)."""
+    weights = np.array([rate, rate, 0.0, 0.0])
     weights.flags.writeable = False
     return weights
 
@@ -202,9 +221,10 @@ class TrackedHead:
         confirmed: whether the track has had enough detections to count as a person.
         sharp_box: (x1, y1, x2, y2): where the person's box most likely is on this frame: on
             a frame where the track was detected, the filter's update with the detection
-            trusted the more, the more closely the track's detections have agreed (nearly
-            the detection itself when they agree to min_measurement_noise, `box` when they
-            are as noisy as measurement_noise); `box` (the prediction) on any other frame.
+            trusted the more, the more closely the track's detections have agreed around its
+            lag (nearly the detection itself when they agree to min_measurement_noise, `box`
+            when they are as noisy as measurement_noise); `box` (the prediction) on any other
+            frame, and on every frame of a Tracker made with sharp_boxes=False.
             What `maskwatch track --mot` writes, scored frame by frame against annotations.
     """
 
@@ -269,14 +289,24 @@ class _Track:
 class Tracker:
     """Online multi-head tracker; feed it every frame, in time order."""
 
-    def __init__(self, config: TrackerConfig) -> None:
-        """An empty tracker using `config`."""
+    def __init__(self, config: TrackerConfig, sharp_boxes: bool = True) -> None:
+        """An empty tracker using `config`.
+
+        sharp_boxes=False: every TrackedHead's sharp_box is its `box`, and the tracker spends
+        nothing on the sharp box (its learnt lag and noise, its update): for a caller that
+        follows people by `box` only, as the daemon does. Tracks, identities and `box` are
+        the same either way.
+        """
         self.config = config
+        self.sharp_boxes = sharp_boxes
         self._next_id = 1
         self._time: float | None = None
         # Seconds from the previous frame to this one (0 on the first), detected or only
         # predicted: follow_camera's velocity step divides a detection frame's shift by it.
         self._dt = 0.0
+        # The covariance prediction's two small matrices for the interval _step_dt.
+        self._step_dt = -1.0
+        self._step = (np.zeros((2, 3)), np.zeros(3))
         self._tracks: list[_Track] = []
         # Kalman state, one row per entry of _tracks, in one array so that rows are gathered
         # and scattered in one go: centre x, centre y, width, height, their 4 velocities, then
@@ -435,8 +465,15 @@ class Tracker:
         np.maximum(st[:, 2:4], _MIN_SIZE, out=st[:, 2:4])
         # P00 += 2 dt P01 + dt^2 P11 + q dt^3/3;  P01 += dt P11 + q dt^2/2;  P11 += q dt,
         # as two small products over the three covariance columns (fewer numpy calls).
-        transition = np.array([[2.0 * dt, 0.0, 0.0], [dt * dt, dt, 0.0]])
-        noise = np.array([dt**3 / 3.0, dt**2 / 2.0, dt])
+        if abs(dt - self._step_dt) > 1e-9:
+            # Built once per interval (to a nanosecond: timestamps k / fps differ in their last
+            # bits): at a steady frame rate, once.
+            self._step_dt = dt
+            self._step = (
+                np.array([[2.0 * dt, 0.0, 0.0], [dt * dt, dt, 0.0]]),
+                np.array([dt**3 / 3.0, dt**2 / 2.0, dt]),
+            )
+        transition, noise = self._step
         st[:, _P00 : _P11 + 1] += st[:, _P01 : _P11 + 1] @ transition + q[:, None] * noise
 
     def _correct(self, rows: np.ndarray, measured: np.ndarray) -> None:
@@ -476,28 +513,45 @@ class Tracker:
         # The track's own detection noise, learnt from how far its detections fall from the
         # prediction beyond what the prediction's own uncertainty explains (innovation-based
         # estimate): detections that agree closely are trusted closely, down to
-        # min_measurement_noise, never less than measurement_noise says.
+        # min_measurement_noise, never less than measurement_noise says. Learnt twice: for
+        # the filter from the innovations themselves, and for the sharp box from the
+        # innovations around the track's lag (their running mean, lag_adaptation): a track
+        # left behind by a swaying camera or a person speeding up sees the same large
+        # innovation frame after frame, which is not the detector's noise.
         if cfg.noise_adaptation > 0:
             rate = cfg.noise_adaptation
-            # rate x (mean squared innovation over the four axes - P00) / h^2.
-            seen = yy @ _innovation_weights(rate)
-            seen -= rate * st[:, _P00]
-            seen /= h2
-            learnt = st[:, _R]  # a view: updated in place
+            weights = _innovation_weights(rate)
+            if self.sharp_boxes:
+                lag = st[:, _LAG : _LAG + 4]  # a view: updated in place
+                around = y - lag
+                lag += around * _lag_weights(cfg.lag_adaptation)
+                around *= around
+                squares = np.concatenate((yy, around), axis=1)
+                learnt = st[:, _R : _R_SHARP + 1]  # a view: updated in place
+            else:
+                squares = yy
+                weights = weights[:4, :1]
+                learnt = st[:, _R : _R + 1]
+            # rate x (mean squared innovation over the four axes - P00) / h^2, both ways.
+            seen = squares @ weights
+            seen -= rate * st[:, _P00 : _P00 + 1]
+            seen /= h2[:, None]
             learnt *= 1.0 - rate
             learnt += seen
             # Two ufuncs: np.clip costs several times as much on arrays this small.
             np.maximum(learnt, cfg.min_measurement_noise**2, out=learnt)
             np.minimum(learnt, cfg.measurement_noise**2, out=learnt)
         noise = st[:, _R] * h2
-        # The sharp box: the same update with the learnt noise variance times its own fraction
-        # of measurement_noise^2. Only the box reported beside the filter's estimate; the
-        # state (prediction, association, gating) does not see it.
-        sharp = st[:, _R] * (1.0 / cfg.measurement_noise**2)
-        sharp *= noise
-        sharp += st[:, _P00]
-        np.divide(st[:, _P00], sharp, out=sharp)
-        st[:, _SHARP : _SHARP + 4] = st[:, :4] + sharp[:, None] * y
+        if self.sharp_boxes:
+            # The sharp box: the same update with the lag-free learnt noise variance times its
+            # own fraction of measurement_noise^2. Only the box reported beside the filter's
+            # estimate; the state (prediction, association, gating) does not see it.
+            sharp = st[:, _R_SHARP] * (1.0 / cfg.measurement_noise**2)
+            sharp *= st[:, _R_SHARP]
+            sharp *= h2
+            sharp += st[:, _P00]
+            np.divide(st[:, _P00], sharp, out=sharp)
+            st[:, _SHARP : _SHARP + 4] = st[:, :4] + sharp[:, None] * y
         s = noise + st[:, _P00]
         # Gains of position (k0) and velocity (k1), applied to all four axes in one product.
         gain = st[:, _P00 : _P01 + 1] / s[:, None]
@@ -539,7 +593,7 @@ class Tracker:
         new[:, :4] = pos
         new[:, _P00] = (cfg.measurement_noise * h) ** 2
         new[:, _P11] = (cfg.initial_velocity_std * h) ** 2
-        new[:, _R] = cfg.measurement_noise**2
+        new[:, _R : _R_SHARP + 1] = cfg.measurement_noise**2
         new[:, _SHARP : _SHARP + 4] = pos
         self._state = np.concatenate([self._state, new])
         self._matched = np.concatenate([self._matched, np.ones(k, dtype=bool)])
@@ -815,6 +869,11 @@ class Tracker:
         if not detected or not len(st):
             return [
                 TrackedHead(t.track_id, b := tuple(box), None, t.confirmed, b)
+                for t, box in zip(self._tracks, boxes, strict=True)
+            ]
+        if not self.sharp_boxes:
+            return [
+                TrackedHead(t.track_id, b := tuple(box), t.detection, t.confirmed, b)
                 for t, box in zip(self._tracks, boxes, strict=True)
             ]
         # Rows detected on this frame report their update's sharp box, the others the prediction.

