@@ -117,6 +117,9 @@ HEADS_PER_PERSON = 7.5
 # while; half, since one frame's shift also holds the detections' noise).
 _CAMERA_MIN_TRACKS = 4
 _CAMERA_VELOCITY_SHARE = 0.5
+# A detection within this share of its own width (height) of the frame's left or right (top
+# or bottom) edge touches it: someone stepping into view there, or standing half cut off.
+_EDGE_TOUCH = 0.1
 # Ones to sum the rows of up to this many tracks with one product (more take a fresh vector).
 _ONES = np.ones(256)
 # Cost of a forbidden pair; anything at or above it is not a match.
@@ -380,7 +383,9 @@ class Tracker:
                 if frame_size is not None:
                     yielding |= self._walking_out(np.array(frame_size))
                 yielding &= ~self._hidden
-            rows, cols = self._associate(boxes, iou, high, usable & ~high, timestamp, yielding)
+            rows, cols = self._associate(
+                boxes, iou, high, usable & ~high, timestamp, yielding, frame_size
+            )
             n_matched = len(rows)
             if n_matched:
                 measured = boxes[cols]
@@ -623,6 +628,7 @@ class Tracker:
         weak: np.ndarray,
         timestamp: float,
         yielding: np.ndarray | None = None,
+        frame_size: tuple[float, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Matched (track row, detection index) pairs, rows ascending, in three stages.
 
@@ -646,6 +652,10 @@ class Tracker:
            prediction plus the way the track itself moves while unseen (speed_gate x its
            speed x the time since its last detection), so a person who stopped, slowed down
            or kept walking behind an occluder is found again, whatever the box size or speed.
+           A detection touching an edge of the frame (frame_size known) is someone stepping
+           into view there, or someone standing there half cut off: it is in reach only of
+           tracks whose predicted box is within distance_gate box heights of that edge. A
+           walker lost in the middle of the frame does not become a newcomer at its edge.
         3. Tracks seen on the last detection frame against the weak detections, strict IoU
            (ByteTrack): a weak box only extends a track it clearly overlaps.
         """
@@ -681,7 +691,10 @@ class Tracker:
             free_rows[r] = False
             free_cols[c] = False
         if free_rows.any() and free_cols.any():
-            r, c = self._assign(self._distance_cost(boxes, timestamp), free_rows, free_cols)
+            cost = self._distance_cost(boxes, timestamp)
+            if frame_size is not None:
+                self._forbid_entries(cost, boxes, np.array(frame_size))
+            r, c = self._assign(cost, free_rows, free_cols)
             rows = np.concatenate([rows, r])
             cols = np.concatenate([cols, c])
             free_rows[r] = False
@@ -731,6 +744,22 @@ class Tracker:
         d = last[:, None, :] - centres[None, :, :]
         np.minimum(within, np.sqrt((d * d).sum(axis=2)) / near, out=within)
         return np.where((within <= 1.0) & (ratio <= cfg.max_size_ratio), within, _FORBIDDEN)
+
+    def _forbid_entries(self, cost: np.ndarray, boxes: np.ndarray, size: np.ndarray) -> None:
+        """Forbid, in the (tracks, detections) `cost` in place, every pair of a detection
+        touching an edge of a frame `size` (width, height) and a track whose predicted box is
+        more than distance_gate of its own heights from that edge."""
+        touch = boxes[:, 2:] - boxes[:, :2]
+        touch *= _EDGE_TOUCH
+        # Which of the left, top, right, bottom edges each detection touches (M, 4).
+        touching = np.concatenate([boxes[:, :2] <= touch, boxes[:, 2:] >= size - touch], axis=1)
+        if not touching.any():
+            return
+        pred = self._boxes()
+        # How far each track's predicted box lies from each edge (N, 4).
+        gap = np.concatenate([pred[:, :2], size - pred[:, 2:]], axis=1)
+        far = gap > (self.config.distance_gate * self._state[:, 3])[:, None]
+        cost[(far[:, None, :] & touching[None, :, :]).any(axis=2)] = _FORBIDDEN
 
     @staticmethod
     def _assign(

@@ -413,6 +413,29 @@ def test_someone_walking_in_where_another_walked_out_gets_a_new_id() -> None:
     assert not a_blind.isdisjoint(b_blind)  # the frame unknown, B takes over A's identity
 
 
+def test_a_walker_lost_mid_frame_does_not_become_a_newcomer_at_its_edge() -> None:
+    # A walks right at 80 px/s and is lost (behind something) at x = 440 of a 640 px frame;
+    # 1.5 s later B steps into view at the right edge, within the reach A's lost track has
+    # grown by then (40 px from its prediction). A's predicted box is still 40 px (a box
+    # height) short of that edge, so B is somebody new; without the frame size B takes over
+    # A's identity.
+    walk = [[det(320 + 8 * k, 100)] for k in range(16)]
+    hidden: list[list[Detection]] = [[] for _ in range(14)]
+    steps_in = [[det(600 - 4 * k, 100)] for k in range(8)]
+    ids: list[tuple[set[int], set[int]]] = []
+    for size in ((640.0, 480.0), None):
+        tracker = Tracker(TrackerConfig())
+        a_ids: set[int] = set()
+        b_ids: set[int] = set()
+        for k, dets in enumerate(walk + hidden + steps_in):
+            heads = tracker.update(dets, k / FPS, size).heads
+            (a_ids if k < 16 else b_ids).update(h.track_id for h in heads if h.detection)
+        ids.append((a_ids, b_ids))
+    (a, b), (a_blind, b_blind) = ids
+    assert a and b and a.isdisjoint(b)
+    assert a_blind == b_blind
+
+
 def _clipped(x: float, width: float = 640.0) -> Detection:
     """A 40 px head box at (x, 100), cut by the edges of a frame `width` wide, as the detector
     clips its boxes."""
