@@ -26,7 +26,8 @@ When the camera itself moves (a pole in the wind, a pan-tilt head, footage from 
 camera), every box on the frame moves alike, which no person's own motion predicts: when most
 tracks matched on a frame (camera_agreement of them, at least four) were found shifted alike
 from their predictions, that shift is taken for the camera's, and every track, lost ones too,
-moves with it before its own update (follow_camera).
+moves with it before its own update (follow_camera). For a second after that no track ends for
+leaving the frame: the camera that turned people out of view may turn back to them.
 New tracks are tentative until min_hits detections; one that ends tentative is never a
 person. Every live track reports the filter's estimate of its box, steadier than the
 detector's own box (kept beside it), and a sharp box, which on a frame where the track was
@@ -117,6 +118,9 @@ HEADS_PER_PERSON = 7.5
 # while; half, since one frame's shift also holds the detections' noise).
 _CAMERA_MIN_TRACKS = 4
 _CAMERA_VELOCITY_SHARE = 0.5
+# For this long (s) after follow_camera last moved the tracks no track ends for leaving the
+# frame: the camera that turned them out of view may turn back (they end by max_age_s).
+_CAMERA_MEMORY_S = 1.0
 # A detection within this share of its own width (height) of the frame's left or right (top
 # or bottom) edge touches it: someone stepping into view there, or standing half cut off.
 _EDGE_TOUCH = 0.1
@@ -309,6 +313,8 @@ class Tracker:
         self._dt = 0.0
         # The covariance prediction's two small matrices for the interval _step_dt.
         self._step_dt = -1.0
+        # When follow_camera last moved the tracks (None: never).
+        self._camera_moved_at: float | None = None
         self._step = (np.zeros((2, 3)), np.zeros(3))
         self._tracks: list[_Track] = []
         # Kalman state, one row per entry of _tracks, in one array so that rows are gathered
@@ -347,7 +353,7 @@ class Tracker:
         self._advance(timestamp)
         cfg = self.config
         exited: list[EndedTrack] = []
-        if frame_size is not None and len(self._tracks):
+        if frame_size is not None and len(self._tracks) and not self._camera_moving(timestamp):
             exited = self._end_exits(frame_size)
         n = len(self._tracks)
         m = len(detections)
@@ -515,6 +521,7 @@ class Tracker:
                         arr[:, :2] += shift
                         arr[:, 4:6] += step
                     self._last_box += np.concatenate([shift, shift])
+                    self._camera_moved_at = self._time
         # The track's own detection noise, learnt from how far its detections fall from the
         # prediction beyond what the prediction's own uncertainty explains (innovation-based
         # estimate): detections that agree closely are trusted closely, down to
@@ -566,6 +573,11 @@ class Tracker:
         st[:, _P00 : _P01 + 1] *= 1.0 - gain[:, :1]
         if not whole:
             self._state[rows] = st
+
+    def _camera_moving(self, timestamp: float) -> bool:
+        """Whether follow_camera moved the tracks within the last _CAMERA_MEMORY_S."""
+        moved = self._camera_moved_at
+        return moved is not None and timestamp - moved <= _CAMERA_MEMORY_S
 
     def _camera_shift(self, moved: np.ndarray) -> np.ndarray | None:
         """The camera's own shift since the prediction, or None: the median of the matched

@@ -800,3 +800,23 @@ def test_without_sharp_boxes_tracks_and_boxes_are_the_same() -> None:
     assert [h.box for h in updates[-1].heads] == [
         h.box for h in _swaying_pair(TrackerConfig())[-1].heads
     ]
+
+
+def test_a_person_the_swaying_camera_turns_out_of_view_keeps_their_id() -> None:
+    # Five heads standing still while the view swings 200 px to the side and back every 4 s;
+    # the first stands 60 px from the left edge, so the view leaves them twice, for 17 frames
+    # (2.4 s) each time (their box dropped while its centre is out). Their track, moved with
+    # the camera, does not end for walking out of the frame while the camera moves, and takes
+    # them back each time (ending it at the edge gives 11 identities for the 5).
+    spots = ((60.0, 100.0), (300.0, 120.0), (500.0, 90.0), (700.0, 110.0), (900.0, 100.0))
+    tracker = Tracker(TrackerConfig())
+    ids: set[int] = set()
+    unseen = 0
+    for k in range(60):
+        sway = 100.0 * (1.0 - np.cos(2 * np.pi * k / 28))
+        seen = [det(x - sway, y, 20) for x, y in spots if x - sway + 10 >= 0]
+        unseen += len(seen) < len(spots)
+        update = tracker.update(seen, k / 7.0, (1000.0, 400.0))
+        ids.update(h.track_id for h in update.heads if h.detection is not None)
+    assert unseen == 34
+    assert ids == {1, 2, 3, 4, 5}

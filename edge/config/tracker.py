@@ -259,7 +259,9 @@ class TrackerConfig(BaseModel):
             "predicted box (lost ones too) and, by half of it, its velocity move by it before "
             "the update. No person's own motion predicts a camera's, and without this a "
             "swaying view leaves every prediction behind its person (edge.tools.mot_variants "
-            "`pan`). A fixed camera's people seldom all swerve alike, so it seldom fires."
+            "`pan`). For a second after the camera last moved them no track ends for leaving "
+            "the frame (the camera may turn back; they end after max_age_s unseen). A fixed "
+            "camera's people seldom all swerve alike, so it seldom fires."
         ),
     )
     camera_agreement: float = Field(
