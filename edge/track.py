@@ -39,7 +39,8 @@ own detections are, between min_measurement_noise and measurement_noise, so clea
 followed closely and jittery ones smoothed. The sharp box is the same update with that learnt
 noise variance shrunk by its own fraction of measurement_noise squared: detections as noisy as
 measurement_noise are smoothed as much, detections that agree to min_measurement_noise (a fifth
-of it) are trusted 25 times more than the filter trusts them. For the sharp box the noise is
+of it) are trusted 25 times more than the filter trusts them (more still where the filter lags
+them, below). For the sharp box the noise is
 learnt around the track's lag (the running mean of its centre's innovations, lag_adaptation):
 a filter left behind by a swaying camera or a person speeding up misses by the same few pixels
 frame after frame, which says nothing about the detector. Exact boxes (annotations) are then
@@ -195,11 +196,9 @@ def _heads_around(faces: np.ndarray, head_aspect: float) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _innovation_weights(rate: float) -> np.ndarray:
-    """rate x the mean over four axes of each of two sets of squared innovations side by side
-    (N, 8), as one product's (8, 2) weights (built once per rate, shared, so read-only)."""
-    weights = np.zeros((8, 2))
-    weights[:4, 0] = 0.25 * rate
-    weights[4:, 1] = 0.25 * rate
+    """rate x the mean over four axes of squared innovations (N, 4), as one product's (4, 1)
+    weights (built once per rate, shared, so read-only)."""
+    weights = np.full((4, 1), 0.25 * rate)
     weights.flags.writeable = False
     return weights
 
@@ -302,7 +301,7 @@ class Tracker:
         sharp_boxes=False: every TrackedHead's sharp_box is its `box`, and the tracker spends
         nothing on the sharp box (its learnt lag and noise, its update): for a caller that
         follows people by `box` only, as the daemon does. Tracks, identities and `box` are
-        the same either way.
+        the same either way (the filter's learnt noise is computed alike in both).
         """
         self.config = config
         self.sharp_boxes = sharp_boxes
@@ -313,15 +312,16 @@ class Tracker:
         self._dt = 0.0
         # The covariance prediction's two small matrices for the interval _step_dt.
         self._step_dt = -1.0
+        self._step = (np.zeros((2, 3)), np.zeros(3))
         # When follow_camera last moved the tracks (None: never).
         self._camera_moved_at: float | None = None
-        self._step = (np.zeros((2, 3)), np.zeros(3))
         self._tracks: list[_Track] = []
         # Kalman state, one row per entry of _tracks, in one array so that rows are gathered
         # and scattered in one go: centre x, centre y, width, height, their 4 velocities, then
         # var(position), cov(position, velocity), var(velocity). All noise is proportional to
         # the box height, the same on every axis, so the four axes share one covariance;
-        # then the track's learnt detection noise and its sharp box (TrackedHead.sharp_box).
+        # then the track's learnt detection noise for the filter (_R) and for the sharp box
+        # (_R_SHARP), its sharp box (TrackedHead.sharp_box, _SHARP) and its lag (_LAG).
         self._state = np.zeros((0, _STATE))
         # Whether the row was matched on the last detection frame (ByteTrack's "tracked").
         self._matched = np.zeros(0, dtype=bool)
@@ -478,7 +478,8 @@ class Tracker:
         # as two small products over the three covariance columns (fewer numpy calls).
         if abs(dt - self._step_dt) > 1e-9:
             # Built once per interval (to a nanosecond: timestamps k / fps differ in their last
-            # bits): at a steady frame rate, once.
+            # bits): footage at its frame rate builds them once, a live camera's clock, whose
+            # intervals jitter, each frame.
             self._step_dt = dt
             self._step = (
                 np.array([[2.0 * dt, 0.0, 0.0], [dt * dt, dt, 0.0]]),
@@ -532,20 +533,19 @@ class Tracker:
         # innovation frame after frame, which is not the detector's noise.
         if cfg.noise_adaptation > 0:
             rate = cfg.noise_adaptation
+            # rate x (mean squared innovation over the four axes - P00) / h^2: the filter's
+            # (N, 1), computed the same with or without sharp boxes, beside the sharp box's.
             weights = _innovation_weights(rate)
+            seen = yy @ weights
             if self.sharp_boxes:
                 lag = st[:, _LAG : _LAG + 4]  # a view: updated in place
                 around = y - lag
                 lag += around * _lag_weights(cfg.lag_adaptation)
                 around *= around
-                squares = np.concatenate((yy, around), axis=1)
+                seen = np.concatenate((seen, around @ weights), axis=1)
                 learnt = st[:, _R : _R_SHARP + 1]  # a view: updated in place
             else:
-                squares = yy
-                weights = weights[:4, :1]
                 learnt = st[:, _R : _R + 1]
-            # rate x (mean squared innovation over the four axes - P00) / h^2, both ways.
-            seen = squares @ weights
             seen -= rate * st[:, _P00 : _P00 + 1]
             seen /= h2[:, None]
             learnt *= 1.0 - rate

@@ -800,6 +800,24 @@ def test_without_sharp_boxes_tracks_and_boxes_are_the_same() -> None:
     assert [h.box for h in updates[-1].heads] == [
         h.box for h in _swaying_pair(TrackerConfig())[-1].heads
     ]
+    # Six people walking with a pixel of detector jitter, some out of the frame: bit for bit.
+    rng = np.random.default_rng(5)
+    start = rng.uniform(0, 600, size=(6, 2))
+    velocity = rng.uniform(-6, 6, size=(6, 2))
+    frames = [
+        [det(x, y) for x, y in (start + velocity * k + rng.normal(0, 1, size=(6, 2))).tolist()]
+        for k in range(80)
+    ]
+    runs = []
+    for sharp in (True, False):
+        tracker = Tracker(TrackerConfig(), sharp_boxes=sharp)
+        runs.append(
+            [
+                [(h.track_id, h.box) for h in tracker.update(d, k / FPS, (640.0, 480.0)).heads]
+                for k, d in enumerate(frames)
+            ]
+        )
+    assert runs[0] == runs[1]
 
 
 def test_a_person_the_swaying_camera_turns_out_of_view_keeps_their_id() -> None:

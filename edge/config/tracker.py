@@ -260,8 +260,9 @@ class TrackerConfig(BaseModel):
             "the update. No person's own motion predicts a camera's, and without this a "
             "swaying view leaves every prediction behind its person (edge.tools.mot_variants "
             "`pan`). For a second after the camera last moved them no track ends for leaving "
-            "the frame (the camera may turn back; they end after max_age_s unseen). A fixed "
-            "camera's people seldom all swerve alike, so it seldom fires."
+            "the frame (the camera may turn back to them; lost, they end after max_age_s "
+            "unseen, or by the exit rules once the camera has not been seen moving for a "
+            "second). A fixed camera's people seldom all swerve alike, so it seldom fires."
         ),
     )
     camera_agreement: float = Field(
