@@ -392,6 +392,20 @@ def test_heads_crossing_while_one_turns_keep_their_ids() -> None:
     assert sorted(owner.values(), key=min) == [{0}, {1}]  # each id on one person, both tracked
 
 
+def _ids_of_a_then_b(
+    frames: list[list[Detection]], b_from: int, size: tuple[float, float] | None
+) -> tuple[set[int], set[int]]:
+    """Track ids of the detections of frames before `b_from` (A's) and from it on (B's), the
+    frame `size` given to the tracker or not."""
+    tracker = Tracker(TrackerConfig())
+    a_ids: set[int] = set()
+    b_ids: set[int] = set()
+    for k, dets in enumerate(frames):
+        heads = tracker.update(dets, k / FPS, size).heads
+        (a_ids if k < b_from else b_ids).update(h.track_id for h in heads if h.detection)
+    return a_ids, b_ids
+
+
 def test_someone_walking_in_where_another_walked_out_gets_a_new_id() -> None:
     # A walks out of the right edge of a 640 px frame (its last box half out of it); 1.5 s
     # later B walks in there, heading left. Without the frame size B is within reach of A's
@@ -399,16 +413,9 @@ def test_someone_walking_in_where_another_walked_out_gets_a_new_id() -> None:
     out = [[det(560 + 8 * k, 100, label=FACE_NOT_VISIBLE)] for k in range(10)]
     gap: list[list[Detection]] = [[] for _ in range(15)]
     walk_in = [[det(620 - 8 * k, 105, label=FACE_NOT_VISIBLE)] for k in range(10)]
-    ids: list[tuple[set[int], set[int]]] = []
-    for size in ((640.0, 480.0), None):
-        tracker = Tracker(TrackerConfig())
-        a_ids: set[int] = set()
-        b_ids: set[int] = set()
-        for k, dets in enumerate(out + gap + walk_in):
-            heads = tracker.update(dets, k / FPS, size).heads
-            (a_ids if k < 10 else b_ids).update(h.track_id for h in heads if h.detection)
-        ids.append((a_ids, b_ids))
-    (a, b), (a_blind, b_blind) = ids
+    (a, b), (a_blind, b_blind) = (
+        _ids_of_a_then_b(out + gap + walk_in, 10, size) for size in ((640.0, 480.0), None)
+    )
     assert a.isdisjoint(b)  # frame known: B is somebody new
     assert not a_blind.isdisjoint(b_blind)  # the frame unknown, B takes over A's identity
 
@@ -422,16 +429,9 @@ def test_a_walker_lost_mid_frame_does_not_become_a_newcomer_at_its_edge() -> Non
     walk = [[det(320 + 8 * k, 100)] for k in range(16)]
     hidden: list[list[Detection]] = [[] for _ in range(14)]
     steps_in = [[det(600 - 4 * k, 100)] for k in range(8)]
-    ids: list[tuple[set[int], set[int]]] = []
-    for size in ((640.0, 480.0), None):
-        tracker = Tracker(TrackerConfig())
-        a_ids: set[int] = set()
-        b_ids: set[int] = set()
-        for k, dets in enumerate(walk + hidden + steps_in):
-            heads = tracker.update(dets, k / FPS, size).heads
-            (a_ids if k < 16 else b_ids).update(h.track_id for h in heads if h.detection)
-        ids.append((a_ids, b_ids))
-    (a, b), (a_blind, b_blind) = ids
+    (a, b), (a_blind, b_blind) = (
+        _ids_of_a_then_b(walk + hidden + steps_in, 16, size) for size in ((640.0, 480.0), None)
+    )
     assert a and b and a.isdisjoint(b)
     assert a_blind == b_blind
 
