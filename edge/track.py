@@ -120,7 +120,8 @@ HEADS_PER_PERSON = 7.5
 _CAMERA_MIN_TRACKS = 4
 _CAMERA_VELOCITY_SHARE = 0.5
 # For this long (s) after follow_camera last moved the tracks no track ends for leaving the
-# frame: the camera that turned them out of view may turn back (they end by max_age_s).
+# frame: the camera that turned them out of view may turn back (lost, they end by max_age_s,
+# or by the exit rules once the camera has not been seen moving for this long).
 _CAMERA_MEMORY_S = 1.0
 # A detection within this share of its own width (height) of the frame's left or right (top
 # or bottom) edge touches it: someone stepping into view there, or standing half cut off.
