@@ -195,6 +195,16 @@ def _heads_around(faces: np.ndarray, head_aspect: float) -> np.ndarray:
     return heads
 
 
+def _at_edges(
+    boxes: np.ndarray, size: np.ndarray, share: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which boxes (x1, y1, x2, y2 rows) lie within `share` of their own width (height) of a
+    frame `size`'s left (top) edge, and which of its right (bottom) edge: two (N, 2) masks."""
+    slack = boxes[:, 2:] - boxes[:, :2]
+    slack *= share
+    return boxes[:, :2] <= slack, boxes[:, 2:] >= size - slack
+
+
 @lru_cache(maxsize=8)
 def _innovation_weights(rate: float) -> np.ndarray:
     """rate x the mean over four axes of squared innovations (N, 4), as one product's (4, 1)
@@ -762,10 +772,8 @@ class Tracker:
         """Forbid, in the (tracks, detections) `cost` in place, every pair of a detection
         touching an edge of a frame `size` (width, height) and a track whose predicted box is
         more than distance_gate of its own heights from that edge."""
-        touch = boxes[:, 2:] - boxes[:, :2]
-        touch *= _EDGE_TOUCH
         # Which of the left, top, right, bottom edges each detection touches (M, 4).
-        touching = np.concatenate([boxes[:, :2] <= touch, boxes[:, 2:] >= size - touch], axis=1)
+        touching = np.concatenate(_at_edges(boxes, size, _EDGE_TOUCH), axis=1)
         if not touching.any():
             return
         pred = self._boxes()
@@ -865,10 +873,9 @@ class Tracker:
         box = self._last_box
         # Within exit_margin of its own size from the edge: people are lost (and no longer
         # annotated) once most of them is out, before their box touches the edge.
-        slack = box[:, 2:] - box[:, :2]
-        slack *= cfg.exit_margin
-        out_low = (box[:, :2] <= slack) & (speed <= -cfg.exit_speed)
-        out_high = (box[:, 2:] >= size - slack) & (speed >= cfg.exit_speed)
+        low, high = _at_edges(box, size, cfg.exit_margin)
+        out_low = low & (speed <= -cfg.exit_speed)
+        out_high = high & (speed >= cfg.exit_speed)
         return reliable & (out_low | out_high).any(axis=1)
 
     def _end_stale(self, timestamp: float) -> list[EndedTrack]:
@@ -908,14 +915,11 @@ class Tracker:
         """
         st = self._state
         boxes = self._boxes().tolist()
-        if not detected or not len(st):
+        if not detected or not len(st) or not self.sharp_boxes:
+            # The sharp box is the box; a skipped frame carries no detection.
             return [
-                TrackedHead(t.track_id, b := tuple(box), None, t.confirmed, b)
-                for t, box in zip(self._tracks, boxes, strict=True)
-            ]
-        if not self.sharp_boxes:
-            return [
-                TrackedHead(t.track_id, b := tuple(box), t.detection, t.confirmed, b)
+                TrackedHead(t.track_id, b := tuple(box), t.detection if detected else None,
+                            t.confirmed, b)
                 for t, box in zip(self._tracks, boxes, strict=True)
             ]
         # Rows detected on this frame report their update's sharp box, the others the prediction.
