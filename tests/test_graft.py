@@ -110,6 +110,29 @@ def test_graft_refuses_another_architecture(tmp_path: Path) -> None:
         graft(MODEL, other, {2, 3}, tmp_path / "out.tflite")
 
 
+def test_graft_accepts_an_export_naming_fused_ops_differently(
+    tmp_path: Path, image: np.ndarray
+) -> None:
+    """TensorFlow 2.21 names each backbone depthwise weight after the batch norm folded into it
+    too ("..._BN_1/batchnorm/mul_1;.../depthwise"): the same tensor, so the graft goes on."""
+    changed = read_model(_changed_export(tmp_path))
+    renamed = 0
+    for tensor in changed.subgraphs[0].tensors:
+        name = tensor.name.decode()
+        if re.search(r"block_\d+_depthwise_1/depthwise$", name):
+            bn = name.replace("_depthwise_1/depthwise", "_depthwise_BN_1/batchnorm/mul_1")
+            tensor.name = f"{bn};{name}".encode()
+            renamed += 1
+    assert renamed, "no backbone depthwise weight in the shipped model"
+    other = tmp_path / "renamed.tflite"
+    write_model(changed, other)
+    plain, fused = tmp_path / "plain.tflite", tmp_path / "fused.tflite"
+    graft(MODEL, tmp_path / "changed.tflite", {2}, plain)
+    graft(MODEL, other, {2}, fused)
+    for a, b in zip(_outputs(plain, image), _outputs(fused, image), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_level_layers_name_each_levels_own_layers() -> None:
     assert level_layers({2}) == {
         "head2_a_dw",

@@ -103,12 +103,20 @@ def _range(q: Any) -> tuple[float, float]:
     return scale * (-128 - zero), scale * (127 - zero)
 
 
+def same_tensor(base_name: bytes, new_name: bytes) -> bool:
+    """Whether two exports' tensor names name the same tensor: equal, or sharing one of the
+    `;`-separated op names a converter fuses into a name (another TensorFlow version names a
+    depthwise weight after the batch norm folded into it as well as after the convolution)."""
+    return base_name == new_name or bool(set(base_name.split(b";")) & set(new_name.split(b";")))
+
+
 def graft(
     base_path: Path, new_path: Path, levels: set[int], out: Path, boxes_only: bool = False
 ) -> int:
     """Write base with the given levels' tensors taken from new; returns how many were taken.
 
-    Both files must be exports of the same architecture (same tensors, names and shapes).
+    Both files must be exports of the same architecture (the same tensors in the same order,
+    shapes equal, names equal or sharing a fused op name: `same_tensor`).
     With boxes_only, only the levels' box predictors are taken: every score stays the base's.
     """
     base, new = read_model(base_path), read_model(new_path)
@@ -129,7 +137,7 @@ def graft(
     whole_output = levels >= all_levels
     taken: set[int] = set()
     for i, (bt, nt) in enumerate(zip(bg.tensors, ng.tensors, strict=True)):
-        if bt.name != nt.name or list(bt.shape) != list(nt.shape):
+        if not same_tensor(bt.name, nt.name) or list(bt.shape) != list(nt.shape):
             raise ValueError(
                 f"tensor {i}: {nt.name!r} {list(nt.shape)} against "
                 f"{bt.name!r} {list(bt.shape)}: not the same architecture"
