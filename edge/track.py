@@ -126,6 +126,11 @@ _CAMERA_MEMORY_S = 1.0
 # A detection within this share of its own width (height) of the frame's left or right (top
 # or bottom) edge touches it: someone stepping into view there, or standing half cut off.
 _EDGE_TOUCH = 0.1
+# A track unseen for longer than this (s) while walking out through an edge of the frame is
+# someone who left (or at least cannot be told from one): a detection touching that edge is
+# someone stepping in. Shorter gaps are a person half cut off there whom the detector missed
+# for a few frames (TUD-Campus's public detections: up to 0.5 s).
+_GONE_S = 1.0
 # Ones to sum the rows of up to this many tracks with one product (more take a fresh vector).
 _ONES = np.ones(256)
 # Cost of a forbidden pair; anything at or above it is not a match.
@@ -716,7 +721,7 @@ class Tracker:
         if free_rows.any() and free_cols.any():
             cost = self._distance_cost(boxes, timestamp)
             if frame_size is not None:
-                self._forbid_entries(cost, boxes, np.array(frame_size))
+                self._forbid_entries(cost, boxes, np.array(frame_size), timestamp)
             r, c = self._assign(cost, free_rows, free_cols)
             rows = np.concatenate([rows, r])
             cols = np.concatenate([cols, c])
@@ -768,10 +773,15 @@ class Tracker:
         np.minimum(within, np.sqrt((d * d).sum(axis=2)) / near, out=within)
         return np.where((within <= 1.0) & (ratio <= cfg.max_size_ratio), within, _FORBIDDEN)
 
-    def _forbid_entries(self, cost: np.ndarray, boxes: np.ndarray, size: np.ndarray) -> None:
+    def _forbid_entries(
+        self, cost: np.ndarray, boxes: np.ndarray, size: np.ndarray, timestamp: float
+    ) -> None:
         """Forbid, in the (tracks, detections) `cost` in place, every pair of a detection
-        touching an edge of a frame `size` (width, height) and a track whose predicted box is
-        more than distance_gate of its own heights from that edge."""
+        touching an edge of a frame `size` (width, height) and a track that cannot be the
+        person there: one whose predicted box is more than distance_gate of its own heights
+        from that edge, or one unseen for over _GONE_S that was walking out through that edge
+        at exit_speed person heights a second or more (unless follow_camera moved the tracks
+        lately: then the camera, not the person, may have done the walking)."""
         # Which of the left, top, right, bottom edges each detection touches (M, 4).
         touching = np.concatenate(_at_edges(boxes, size, _EDGE_TOUCH), axis=1)
         if not touching.any():
@@ -780,6 +790,12 @@ class Tracker:
         # How far each track's predicted box lies from each edge (N, 4).
         gap = np.concatenate([pred[:, :2], size - pred[:, 2:]], axis=1)
         far = gap > (self.config.distance_gate * self._state[:, 3])[:, None]
+        gone = timestamp - self._last_seen > _GONE_S
+        if gone.any() and not self._camera_moving(timestamp):
+            # Walking out through the left, top, right, bottom edge (the order of `gap`).
+            speed = self._state[:, 4:6] / self._person_heights()[:, None]
+            out = self.config.exit_speed
+            far |= np.concatenate([speed <= -out, speed >= out], axis=1) & gone[:, None]
         cost[(far[:, None, :] & touching[None, :, :]).any(axis=2)] = _FORBIDDEN
 
     @staticmethod

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+import edge.track as track_module
 from edge.config.tracker import TrackerConfig
 from edge.detection import (
     FACE_NOT_VISIBLE,
@@ -393,11 +394,14 @@ def test_heads_crossing_while_one_turns_keep_their_ids() -> None:
 
 
 def _ids_of_a_then_b(
-    frames: list[list[Detection]], b_from: int, size: tuple[float, float] | None
+    frames: list[list[Detection]],
+    b_from: int,
+    size: tuple[float, float] | None,
+    config: TrackerConfig | None = None,
 ) -> tuple[set[int], set[int]]:
     """Track ids of the detections of frames before `b_from` (A's) and from it on (B's), the
-    frame `size` given to the tracker or not."""
-    tracker = Tracker(TrackerConfig())
+    frame `size` given to the tracker or not (default settings unless `config`)."""
+    tracker = Tracker(config or TrackerConfig())
     a_ids: set[int] = set()
     b_ids: set[int] = set()
     for k, dets in enumerate(frames):
@@ -434,6 +438,26 @@ def test_a_walker_lost_mid_frame_does_not_become_a_newcomer_at_its_edge() -> Non
     )
     assert a and b and a.isdisjoint(b)
     assert a_blind == b_blind
+
+
+def test_a_walker_gone_a_while_near_the_edge_does_not_become_the_newcomer_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A walks right at 80 px/s and is lost at x = 440 of a 640 px frame; 1.5 s later B steps
+    # into view at the right edge, heading left, half cut off (620-640). A's coasting box
+    # (560-600) does not overlap B's, but is near enough to that edge for the edge rule
+    # (distance_gate 1.5, as a street camera's: 60 px), and A was never seen at the edge, so
+    # the exit rule does not end it. A has been gone for over a second while walking out
+    # through that edge: B is somebody new.
+    walk = [[det(320 + 8 * k, 100)] for k in range(16)]
+    hidden: list[list[Detection]] = [[] for _ in range(14)]
+    steps_in = [[_clipped(620.0 - 4.0 * k)] for k in range(8)]
+    frames, street = walk + hidden + steps_in, TrackerConfig(distance_gate=1.5)
+    a, b = _ids_of_a_then_b(frames, 16, (640.0, 480.0), street)
+    assert a and b and a.isdisjoint(b)
+    monkeypatch.setattr(track_module, "_GONE_S", float("inf"))
+    a_kept, b_kept = _ids_of_a_then_b(frames, 16, (640.0, 480.0), street)
+    assert a_kept == b_kept  # without the rule, A's lost track takes B
 
 
 def _clipped(x: float, width: float = 640.0) -> Detection:
