@@ -36,6 +36,8 @@ from models.training.evaluate import (
     closeups,
     confusion,
     decode_centre_size,
+    greyscale,
+    greyscale_section,
     load_bearded,
     main,
     match_one_to_one,
@@ -277,3 +279,44 @@ def test_a_face_box_inside_a_head_of_unknown_label_is_no_false_alarm() -> None:
     assert ap_per_class(gt, [dets([straddling, A], [MASK, MASK], [0.9, 0.8])])[0] == (
         pytest.approx(0.5)
     )
+
+
+def test_greyscale_is_three_equal_channels_of_the_same_size() -> None:
+    rng = np.random.default_rng(1)
+    bgr = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    grey = greyscale(bgr)
+    assert grey.shape == bgr.shape and grey.dtype == np.uint8
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    assert not (grey == bgr).all()
+
+
+class _ColourBlind:
+    """A contender that reads the one face right in colour and as the other label in grey
+    (a test double: the section's bookkeeping, not a model, is under test)."""
+
+    name = "blind"
+    labels: tuple[int, ...] = (MASK, NO_MASK)
+    operating_threshold = 0.5
+    operating_source = "a test double"
+
+    def detect(self, bgr: np.ndarray) -> Dets:
+        grey = bool((bgr[..., 0] == bgr[..., 1]).all() and (bgr[..., 1] == bgr[..., 2]).all())
+        return dets([[10, 10, 30, 30]], [NO_MASK if grey else MASK], [0.9])
+
+
+def test_greyscale_section_scores_colour_and_grey_side_by_side() -> None:
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    face = Sample(
+        name="one face",
+        boxes=np.array([[10, 10, 30, 30]], np.float32),
+        labels=np.array([MASK], np.int64),
+        background_classes=(),
+        image=image[..., ::-1].copy(),
+    )
+    model = _ColourBlind()
+    given = {model.name: [dets([[10, 10, 30, 30]], [NO_MASK], [0.9])]}
+    lines = greyscale_section([model], [("run here", [face], None), ("given", [face], given)])
+    assert "| run here | 1 | 1.000 / n/a | 0.000 / n/a |" in lines
+    # Colour boxes handed in are scored as they are (here a wrong label), not run again.
+    assert "| given | 1 | 0.000 / n/a | 0.000 / n/a |" in lines

@@ -670,6 +670,14 @@ def evaluate(shared: Path, model_path: Path, all_images: bool, threads: int) -> 
 
     lines += beard_section(models, val, runs, bearded)
     lines += closeup_section(models, val)
+    street = eval_sources.evaluation_samples(shared, GREY_SOURCE)
+    lines += greyscale_section(
+        models,
+        [
+            ("face-mask-853", val, {m.name: runs[m.name].dets for m in models}),
+            (GREY_SOURCE, street, None),
+        ],
+    )
     lines += door_section(appliance, val)
     lines += eval_sources.sections(shared, models, ours, model_path.resolve(), appliance)
     lines += [
@@ -761,6 +769,45 @@ def closeup_section(models: Sequence[Contender], val: Sequence[Sample]) -> list[
         *as_mask,
         "",
     ]
+
+
+# Photos shown to every model in grey as well: face-mask-853's validation split and this
+# source's (its faces are the street and crowd scenes a camera sees).
+GREY_SOURCE = "street-masks-229"
+
+
+def greyscale(bgr: np.ndarray) -> np.ndarray:
+    """The image as a camera's infrared night mode shows it: no colour, three equal channels."""
+    return cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+
+
+def greyscale_section(
+    models: Sequence[Contender],
+    sets: Sequence[tuple[str, Sequence[Sample], dict[str, list[Dets]] | None]],
+) -> list[str]:
+    """AP50 on the same photos in colour and in grey, every model; each set's colour boxes
+    are given (already run) or run here."""
+    lines = [
+        "## Greyscale (a camera's night mode)",
+        "",
+        "The validation photos converted to grey (three equal channels, as a camera's infrared "
+        "night mode shows a scene), against the same photos in colour. AP50 mask / no-mask.",
+        "",
+        "| photos | images | " + " | ".join(f"{m.name} colour | {m.name} grey" for m in models)
+        + " |",
+        "|---|---|" + "---|---|" * len(models),
+    ]
+    for name, samples, colour in sets:
+        images = [eval_sources.bgr_of(s) for s in samples]
+        row = f"| {name} | {len(samples)} |"
+        for m in models:
+            shown = colour[m.name] if colour is not None else [m.detect(i) for i in images]
+            grey = [m.detect(greyscale(i)) for i in images]
+            for dets in (shown, grey):
+                mask, no_mask = ap_per_class(samples, dets)
+                row += f" {fmt(mask)} / {fmt(no_mask)} |"
+        lines.append(row)
+    return [*lines, ""]
 
 
 # A door camera: each close-up at this fill held before the camera pipeline.
