@@ -682,8 +682,11 @@ class Tracker:
            or kept walking behind an occluder is found again, whatever the box size or speed.
            A detection touching an edge of the frame (frame_size known) is someone stepping
            into view there, or someone standing there half cut off: it is in reach only of
-           tracks whose predicted box is within distance_gate box heights of that edge. A
-           walker lost in the middle of the frame does not become a newcomer at its edge.
+           tracks whose predicted box is within distance_gate box heights of that edge, and
+           not of a track unseen for over _GONE_S while moving out through that edge at
+           exit_speed (unless follow_camera moved the tracks lately). A walker lost in the
+           middle of the frame, or gone a while towards its edge, does not become a newcomer
+           there.
         3. Tracks seen on the last detection frame against the weak detections, strict IoU
            (ByteTrack): a weak box only extends a track it clearly overlaps.
         """

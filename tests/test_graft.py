@@ -19,7 +19,14 @@ import pytest
 from edge.anchors import ANCHOR_SPEC, anchors_per_cell
 from edge.config.detector import default_model_path
 from edge.interpreter import load_cpu
-from models.training.graft import graft, holds_data, level_layers, read_model, write_model
+from models.training.graft import (
+    graft,
+    holds_data,
+    level_layers,
+    read_model,
+    same_tensor,
+    write_model,
+)
 
 MODEL = default_model_path()
 
@@ -131,6 +138,13 @@ def test_graft_accepts_an_export_naming_fused_ops_differently(
     graft(MODEL, other, {2}, fused)
     for a, b in zip(_outputs(plain, image), _outputs(fused, image), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_same_tensor_needs_a_shared_op_name() -> None:
+    assert same_tensor(b"a/conv", b"a/conv")
+    assert same_tensor(b"a/conv", b"a/bn/mul_1;a/conv")
+    assert not same_tensor(b"a/conv", b"b/conv;b/bn")
+    assert not same_tensor(b"a;", b";b")  # an empty op name is no common name
 
 
 def test_level_layers_name_each_levels_own_layers() -> None:

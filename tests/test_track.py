@@ -440,8 +440,9 @@ def test_a_walker_lost_mid_frame_does_not_become_a_newcomer_at_its_edge() -> Non
     assert a_blind == b_blind
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
 def test_a_walker_gone_a_while_near_the_edge_does_not_become_the_newcomer_there(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, side: str
 ) -> None:
     # A walks right at 80 px/s and is lost at x = 440 of a 640 px frame; 1.5 s later B steps
     # into view at the right edge, heading left, half cut off (620-640). A's coasting box
@@ -453,6 +454,8 @@ def test_a_walker_gone_a_while_near_the_edge_does_not_become_the_newcomer_there(
     hidden: list[list[Detection]] = [[] for _ in range(14)]
     steps_in = [[_clipped(620.0 - 4.0 * k)] for k in range(8)]
     frames, street = walk + hidden + steps_in, TrackerConfig(distance_gate=1.5)
+    if side == "left":
+        frames = _mirrored(frames)
     a, b = _ids_of_a_then_b(frames, 16, (640.0, 480.0), street)
     assert a and b and a.isdisjoint(b)
     monkeypatch.setattr(track_module, "_GONE_S", float("inf"))

@@ -94,7 +94,10 @@ class TrackerConfig(BaseModel):
             "How fast a track must move out through the frame's edge, in person heights per "
             "second, to end once missed there (see exit_reliability). A walk is 0.5 to "
             "0.8 person heights a second; a person standing at the edge, whose box only "
-            "jitters, stays well below 0.2 and keeps their track through a missed detection."
+            "jitters, stays well below 0.2 and keeps their track through a missed detection. "
+            "A track unseen for over a second while moving out through an edge this fast is "
+            "not given, by distance, a detection at that edge: someone stepping in there is "
+            "somebody new."
         ),
     )
     exit_margin: float = Field(

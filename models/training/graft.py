@@ -107,7 +107,8 @@ def same_tensor(base_name: bytes, new_name: bytes) -> bool:
     """Whether two exports' tensor names name the same tensor: equal, or sharing one of the
     `;`-separated op names a converter fuses into a name (another TensorFlow version names a
     depthwise weight after the batch norm folded into it as well as after the convolution)."""
-    return base_name == new_name or bool(set(base_name.split(b";")) & set(new_name.split(b";")))
+    shared = set(base_name.split(b";")) & set(new_name.split(b";"))
+    return base_name == new_name or bool(shared - {b""})
 
 
 def graft(
@@ -142,7 +143,8 @@ def graft(
                 f"tensor {i}: {nt.name!r} {list(nt.shape)} against "
                 f"{bt.name!r} {list(bt.shape)}: not the same architecture"
             )
-        name = nt.name.decode()
+        # The base's name, whose tensor is written: the new export's may name more fused ops.
+        name = bt.name.decode()
         if not own.search(name):
             continue
         if holds_data(base, bt):
