@@ -796,9 +796,7 @@ class Tracker:
         gone = timestamp - self._last_seen > _GONE_S
         if gone.any() and not self._camera_moving(timestamp):
             # Walking out through the left, top, right, bottom edge (the order of `gap`).
-            speed = self._state[:, 4:6] / self._person_heights()[:, None]
-            out = self.config.exit_speed
-            far |= np.concatenate([speed <= -out, speed >= out], axis=1) & gone[:, None]
+            far |= np.concatenate(self._heading_out(), axis=1) & gone[:, None]
         cost[(far[:, None, :] & touching[None, :, :]).any(axis=2)] = _FORBIDDEN
 
     @staticmethod
@@ -888,14 +886,19 @@ class Tracker:
         reliable = self._found >= cfg.exit_reliability
         if not reliable.any():
             return reliable
-        speed = self._state[:, 4:6] / self._person_heights()[:, None]
-        box = self._last_box
         # Within exit_margin of its own size from the edge: people are lost (and no longer
         # annotated) once most of them is out, before their box touches the edge.
-        low, high = _at_edges(box, size, cfg.exit_margin)
-        out_low = low & (speed <= -cfg.exit_speed)
-        out_high = high & (speed >= cfg.exit_speed)
-        return reliable & (out_low | out_high).any(axis=1)
+        low, high = _at_edges(self._last_box, size, cfg.exit_margin)
+        out_low, out_high = self._heading_out()
+        return reliable & ((low & out_low) | (high & out_high)).any(axis=1)
+
+    def _heading_out(self) -> tuple[np.ndarray, np.ndarray]:
+        """Which rows move towards the frame's left (top) edge, and which towards its right
+        (bottom) edge, at exit_speed person heights a second or more: two (N, 2) masks, laid
+        out as _at_edges gives its own."""
+        speed = self._state[:, 4:6] / self._person_heights()[:, None]
+        out = self.config.exit_speed
+        return speed <= -out, speed >= out
 
     def _end_stale(self, timestamp: float) -> list[EndedTrack]:
         """Remove tracks unmatched for too long: confirmed after max_age_s, tentative sooner."""
