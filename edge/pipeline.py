@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
+from edge.anchors import inside_matrix
 from edge.config.camera import CameraConfig
 from edge.config.decide import DecideConfig
 from edge.config.tracker import TrackerConfig
@@ -34,6 +35,8 @@ from edge.motion import THUMBNAIL_WIDTH, MotionGate
 from edge.regions import Box, Head, RegionPlanner
 from edge.tiling import (
     LARGE_FACE_PX,
+    PIECE_AREA_RATIO,
+    PIECE_INSIDE,
     ZOOMED_MIN_PX,
     longer_side,
     merge_windows,
@@ -72,6 +75,37 @@ def _by_size(
     ]
 
 
+def _whole_and_regions(
+    found: Sequence[Sequence[Detection]], keep_px: float
+) -> list[list[Detection]]:
+    """The whole-frame view's heads of keep_px or more (frame pixels; smaller ones are the
+    regions' to find, magnified), and the regions' heads less the pieces of those.
+
+    A region smaller than a head sees a piece of it (an eye, an ear) and may read it as a
+    face: a region's box lying PIECE_INSIDE inside a whole-frame box (a face, or a head seen
+    from behind) of PIECE_AREA_RATIO times its area is such a piece, as with a still photo's
+    tiles (edge.tiling).
+    """
+    whole = [d for d in found[0] if longer_side(d.box) >= keep_px]
+    faces = np.array([d.box for d in whole], dtype=np.float64).reshape(-1, 4)
+    out = [whole]
+    for dets in found[1:]:
+        if not len(faces) or not dets:
+            out.append(list(dets))
+            continue
+        boxes = np.array([d.box for d in dets], dtype=np.float64)
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        face_area = (faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])
+        inside = inside_matrix(boxes, faces) >= PIECE_INSIDE
+        # Only a box the whole frame could have found is a piece: a small far head inside a
+        # larger box (a body the whole frame read as a head) is the regions' own find.
+        piece = (np.maximum(w, h) >= keep_px) & (
+            inside & (face_area[None, :] >= PIECE_AREA_RATIO * (w * h)[:, None])
+        ).any(1)
+        out.append([d for d, p in zip(dets, piece, strict=True) if not p])
+    return out
+
+
 def wall_clock(timestamp: float) -> datetime:
     """Live sources stamp frames with time.time(): that is the wall clock."""
     return datetime.fromtimestamp(timestamp, tz=timezone.utc)
@@ -108,12 +142,15 @@ class FramePlan:
         inputs: the model inputs, each the windows of the frame placed in it.
         zoomed_out: whether the last input is the whole frame zoomed out for large heads
             (camera.zoom_out_large_heads), the first the whole frame as usual.
+        whole_first: whether the first input is the whole frame ahead of the regions'
+            inputs (regions.whole_frame_s).
     """
 
     index: int
     detect: bool
     inputs: list[list[Placement]] = field(default_factory=list)
     zoomed_out: bool = False
+    whole_first: bool = False
 
     @property
     def windows(self) -> list[Window]:
@@ -154,6 +191,10 @@ class CameraPipeline:
         self.still_frames = 0
         self.regions = RegionPlanner(regions, detector.input_size) if regions.enabled else None
         self._last_detect: float | None = None
+        # regions.whole_frame_s: when the whole frame was last due by time, and the last frame
+        # of the run of whole-frame looks that began then.
+        self._last_whole: float | None = None
+        self._whole_until = -1
         self._windows: list[Window] = []
         self._windows_for = (0, 0)
         # (frame index, heads after it) of the last completed frames, for planning.
@@ -193,16 +234,34 @@ class CameraPipeline:
                 return FramePlan(index, False)
         self._last_detect = timestamp
         h, w = image.shape[:2]
-        if self.regions is not None:
-            regions = self.regions.plan(w, h, heads, moving)
-            return FramePlan(index, True, self.regions.inputs(regions))
         size = self.detector.input_size
+        if self.regions is not None:
+            inputs = self.regions.inputs(self.regions.plan(w, h, heads, moving))
+            if self._whole_frame_due(index, timestamp):
+                return FramePlan(index, True, [letterboxed((0, 0, w, h), size), *inputs],
+                                 whole_first=True)
+            return FramePlan(index, True, inputs)
         inputs = [letterboxed(win, size) for win in self._tiles(w, h)]
         if self._zoom_out_due(heads, w, h):
             # The whole frame in one cell of a 2 x 2 mosaic: half the size, the rest black.
             inputs.append(mosaic([(0, 0, w, h)], size, ZOOM_OUT_GRID))
             return FramePlan(index, True, inputs, zoomed_out=True)
         return FramePlan(index, True, inputs)
+
+    def _whole_frame_due(self, index: int, timestamp: float) -> bool:
+        """Whether regions look at the whole frame too (regions.whole_frame_s): on PLAN_LAG + 1
+        frames in a row once every whole_frame_s.
+
+        A run, not one frame: a head the whole frame finds gets a region of its own only from
+        the frame planned PLAN_LAG frames later, and a new track missed once is dropped.
+        """
+        every = self.camera.regions.whole_frame_s
+        if every <= 0:
+            return False
+        if self._last_whole is None or timestamp - self._last_whole >= every:
+            self._last_whole = timestamp
+            self._whole_until = index + PLAN_LAG
+        return index <= self._whole_until
 
     def _zoom_out_due(self, heads: list[Head], width: int, height: int) -> bool:
         """Whether a tracked head is large enough in a whole-frame input for the zoomed-out
@@ -232,6 +291,9 @@ class CameraPipeline:
             nms_iou = self.detector.config.nms_iou
             if plan.zoomed_out:
                 found = _by_size(found, plan.inputs)
+            if plan.whole_first:
+                assert self.regions is not None
+                found = _whole_and_regions(found, self.regions.whole_keep_px)
             cut = self.regions is not None
             heads = merge_windows(found, plan.windows, w, h, nms_iou, drop_cut=cut)
             update = self.tracker.update(heads, timestamp, (w, h))

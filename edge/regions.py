@@ -6,10 +6,12 @@ model pixels, with a slow sweep over the whole frame for people who arrive witho
 Each region is a square of `size` frame pixels; grid x grid of them share one model input
 (edge.layout.mosaic), so the cost is one inference per grid squared regions.
 
-Order of priority, cut at `max_regions`: tracked heads (nearby heads share a region), then
-moving areas not already covered (top first: a walking person's head is at the top of what
-moves), then cells of the sweep. The last input's free places are filled from the sweep too,
-since they cost nothing.
+Order of priority, cut at `max_regions`: tracked heads (nearby heads share a region; a head too
+large for a region gets one sized to it), then moving areas not already covered (top first: a
+walking person's head is at the top of what moves), then cells of the sweep. The last input's
+free places are filled from the sweep too, since they cost nothing. People near the camera,
+too large for any region to find, are found by a look at the whole frame now and then, which
+edge.pipeline adds (`whole_frame_s`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ Box = tuple[float, float, float, float]
 COVERED_IOU = 0.5
 # Moving areas grow by this share of a search region on every side before regions cover them.
 MOTION_GROWTH = 0.15
+# A head whose detector box is LARGE_SHARE of a search region's side or more is large: it gets
+# a region sized to it even before its track counts, and the moving area around it is its own.
+# The whole-frame view (regions.whole_frame_s) keeps heads from WHOLE_KEEP_SHARE of that side:
+# smaller ones are the regions' to find, magnified.
+LARGE_SHARE = 0.5
+WHOLE_KEEP_SHARE = 1 / 3
 
 
 def region_side(grid: int, zoom: float, input_size: int) -> int:
@@ -80,8 +88,14 @@ def _explained(area: Box, heads: Sequence[Box], side: int) -> bool:
     x1, y1, x2, y2 = area
     if x2 - x1 > side or y2 - y1 > 2 * side:
         return False
+    return _holds_centre(area, heads)
+
+
+def _holds_centre(area: Box, heads: Sequence[Box]) -> bool:
+    """Whether the area holds the centre of one of the heads."""
     return any(
-        x1 <= (h[0] + h[2]) / 2 <= x2 and y1 <= (h[1] + h[3]) / 2 <= y2 for h in heads
+        area[0] <= (h[0] + h[2]) / 2 <= area[2] and area[1] <= (h[1] + h[3]) / 2 <= area[3]
+        for h in heads
     )
 
 
@@ -104,11 +118,13 @@ def sweep_cells(width: int, height: int, side: int, overlap: float) -> list[Wind
 
 
 def around_heads(heads: Sequence[Box], side: int, margin: float, width: int,
-                 height: int) -> list[Window]:
+                 height: int, grow: bool = False) -> list[Window]:
     """Regions holding every head with `margin` head sizes around it; near heads share one.
 
     Greedy, top to bottom: a head joins the first region whose heads, with their margins,
-    still fit in one side x side square together with it.
+    still fit in one side x side square together with it. With grow, a head too large for a
+    side x side square with its margins gets a square as large as they are (shown smaller in
+    its cell): cut by a small region, a near head is only pieces.
     """
     groups: list[list[float]] = []
     for x1, y1, x2, y2 in sorted(heads, key=lambda b: (b[1], b[0])):
@@ -122,7 +138,16 @@ def around_heads(heads: Sequence[Box], side: int, margin: float, width: int,
                 break
         else:
             groups.append(box)
-    return [square_at((g[0] + g[2]) / 2, (g[1] + g[3]) / 2, side, width, height) for g in groups]
+    return [
+        square_at(
+            (g[0] + g[2]) / 2,
+            (g[1] + g[3]) / 2,
+            max(side, math.ceil(max(g[2] - g[0], g[3] - g[1]))) if grow else side,
+            width,
+            height,
+        )
+        for g in groups
+    ]
 
 
 def over_motion(areas: Sequence[Box], side: int, width: int, height: int) -> list[Window]:
@@ -157,6 +182,10 @@ class RegionPlanner:
         self.side = region_side(config.grid, config.zoom, input_size)
         self.search_side = region_side(config.grid, config.search_zoom, input_size)
         self.per_input = config.grid * config.grid
+        # Frame pixels from which a head is large (see LARGE_SHARE), and from which the
+        # whole-frame view keeps what it finds (regions.whole_frame_s).
+        self.large_px = LARGE_SHARE * self.search_side
+        self.whole_keep_px = WHOLE_KEEP_SHARE * self.search_side
         self._cells: list[Window] = []
         self._cells_for = (0, 0)
         self._cursor = 0
@@ -172,15 +201,24 @@ class RegionPlanner:
         # search region, a new one not at all (motion and the sweep come by): a patch of
         # background that the model once took for a head must not be looked at closely until
         # it counts, or it is found again and again and counted.
-        walking = [h.box for h in heads if h.travelled]
-        still = [h.box for h in heads if h.confirmed and not h.travelled]
-        chosen = around_heads(walking, self.side, cfg.track_margin, width, height)
+        small = [h for h in heads if not self.is_large(h)]
+        walking = [h.box for h in small if h.travelled]
+        still = [h.box for h in small if h.confirmed and not h.travelled]
+        # A large head gets a region sized to it, even before it counts: shown no larger than
+        # a search region shows it, nothing there is magnified.
+        large = [h.box for h in heads if self.is_large(h)]
+        chosen = around_heads(large, self.search_side, cfg.track_margin, width, height, True)
+        chosen += around_heads(walking, self.side, cfg.track_margin, width, height)
         chosen += around_heads(still, self.search_side, cfg.track_margin, width, height)
         # The motion of a small far person is a coarse blob that may stop short of the head.
         moving = [_grown(area, MOTION_GROWTH * self.search_side) for area in moving]
         # A moving area the size of one person with a tracked head in it is that person.
         boxes = [h.box for h in heads]
-        unexplained = [area for area in moving if not _explained(area, boxes, self.search_side)]
+        unexplained = [
+            area
+            for area in moving
+            if not _explained(area, boxes, self.search_side) and not _holds_centre(area, large)
+        ]
         for candidate in over_motion(unexplained, self.search_side, width, height):
             if all(_iou(candidate, other) < COVERED_IOU for other in chosen):
                 chosen.append(candidate)
@@ -190,6 +228,10 @@ class RegionPlanner:
             # Free places in the last input cost nothing: the sweep fills them.
             wanted = min(cfg.max_regions, math.ceil(wanted / self.per_input) * self.per_input)
         return chosen + self._sweep(width, height, wanted - len(chosen))
+
+    def is_large(self, head: Head) -> bool:
+        """Whether the head is too large for a search region with room around it."""
+        return head.seen_side >= self.large_px
 
     def _sweep(self, width: int, height: int, count: int) -> list[Window]:
         """The next count cells of the sweep (the sweep moves on by as many)."""

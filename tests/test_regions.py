@@ -14,7 +14,9 @@ from edge.config.detector import DetectorConfig
 from edge.config.load import ConfigError, load_config
 from edge.config.regions import RegionsConfig
 from edge.detect import Detector
+from edge.detection import Detection
 from edge.layout import compose_into, letterboxed, mosaic, to_frame
+from edge.pipeline import _whole_and_regions
 from edge.regions import (
     Head,
     RegionPlanner,
@@ -126,6 +128,37 @@ def test_only_heads_that_travel_are_magnified() -> None:
     assert plan.plan(768, 576, [Head(box, False, False)], []) == []
 
 
+def test_a_large_head_gets_a_region_sized_to_it_even_before_it_counts() -> None:
+    plan = planner(scan_cells_per_frame=0)
+    # 90 px: half a search region (57 px) or more is large, whether it walks or not.
+    near = (300.0, 20.0, 390.0, 110.0)
+    for head in (Head(near, False, False, 90.0), Head(near, True, True, 90.0)):
+        region = plan.plan(768, 432, [head], [])[0]
+        assert region[2] - region[0] == region[3] - region[1] == 270  # one head each side
+        assert contains(region, near)
+    # Without the detector's size it is not known to be large: as before.
+    assert plan.plan(768, 432, [Head(near, False, False)], []) == []
+    # Its body moving adds no region of its own (the rest of the input is the sweep's); a
+    # small walker's motion still does.
+    body = (290.0, 20.0, 400.0, 430.0)
+    cells = sweep_cells(768, 432, 114, 0.2)
+    regions = plan.plan(768, 432, [Head(near, True, False, 90.0)], [body])
+    assert len(regions) == 4 and all(r in cells for r in regions[1:])
+    far = (600.0, 200.0, 630.0, 280.0)
+    regions = plan.plan(768, 432, [Head(near, True, False, 90.0)], [body, far])
+    assert contains(regions[1], (600.0, 200.0, 630.0, 250.0)) and regions[1] not in cells
+
+
+def test_around_heads_grows_a_square_only_when_asked() -> None:
+    head = [(100.0, 100.0, 160.0, 160.0)]
+    assert around_heads(head, 114, 1.0, 768, 576) == [square_at(130, 130, 114, 768, 576)]
+    assert around_heads(head, 114, 1.0, 768, 576, grow=True) == [(40, 40, 220, 220)]
+    # Clipped to the frame when the head with its margins is larger than it.
+    assert around_heads([(0.0, 0.0, 200.0, 200.0)], 114, 1.0, 300, 250, grow=True) == [
+        (0, 0, 300, 250)
+    ]
+
+
 def test_max_regions_caps_a_crowd() -> None:
     # 11 walking heads, none close to another.
     heads = [Head((x, 300.0, x + 16.0, 316.0), True, True) for x in range(0, 760, 70)]
@@ -189,11 +222,71 @@ def test_the_real_model_finds_the_same_head_in_every_cell() -> None:
 
 def test_a_regions_pipeline_plans_one_inference_per_four_regions() -> None:
     detector = Detector(DetectorConfig(accelerator="cpu", threads=1))
-    pipe = camera_pipeline(detector, regions={"enabled": True, "scan_cells_per_frame": 5})
+    regions = {"enabled": True, "scan_cells_per_frame": 5, "whole_frame_s": 0.0}
+    pipe = camera_pipeline(detector, regions=regions)
     frame = np.full((576, 768, 3), 90, np.uint8)
     results = [pipe.process(frame, i / 10) for i in range(3)]
     # First frame: motion everywhere (no background yet); then 5 sweep cells, two inputs.
     assert [len(r.inference_ms) for r in results[1:]] == [2, 2]
+
+
+def test_the_whole_frame_is_looked_at_three_frames_in_a_row_once_a_second() -> None:
+    detector = Detector(DetectorConfig(accelerator="cpu", threads=1))
+    regions = {"enabled": True, "scan_cells_per_frame": 5, "whole_frame_s": 1.0}
+    pipe = camera_pipeline(detector, regions=regions)
+    frame = np.full((576, 768, 3), 90, np.uint8)
+    plans = []
+    for i in range(25):
+        plan = pipe.plan(frame, i / 10)
+        found = [detector.detect_placed(frame, placements) for placements in plan.inputs]
+        pipe.complete(frame, i / 10, plan, [f for cell in found for f in cell], [])
+        plans.append(plan)
+    assert [i for i, p in enumerate(plans) if p.whole_first] == [0, 1, 2, 10, 11, 12, 20, 21, 22]
+    whole = plans[10].inputs[0]
+    assert len(whole) == 1 and whole[0].window == (0, 0, 768, 576)
+    assert [len(p.inputs) for p in plans[9:13]] == [2, 3, 3, 3]
+
+
+def test_whole_frame_heads_are_large_ones_and_region_pieces_of_them_go() -> None:
+    def head(box: tuple[float, float, float, float], label: int, score: float) -> Detection:
+        scores = [0.0, 0.0, 0.0]
+        scores[label] = score
+        return Detection(box, label, score, (scores[0], scores[1], scores[2]))
+
+    face = head((300.0, 20.0, 390.0, 110.0), 1, 0.7)
+    small_far = head((600.0, 300.0, 616.0, 316.0), 2, 0.5)  # the whole frame's guess
+    eye = head((320.0, 40.0, 360.0, 80.0), 1, 0.8)  # a region saw a piece of the face
+    inside_small = head((330.0, 60.0, 346.0, 76.0), 2, 0.6)  # too small to be a piece
+    elsewhere = head((100.0, 100.0, 150.0, 150.0), 2, 0.6)
+    found = _whole_and_regions([[face, small_far], [eye, inside_small], [elsewhere]], 38.0)
+    assert found == [[face], [inside_small], [elsewhere]]
+
+
+@pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/videos (third-party data)")
+def test_a_near_walker_is_found_by_the_whole_frame_and_followed_by_a_region_sized_to_him() -> None:
+    """One-by-one's first man walks in close to the camera (heads of 80-130 px in a 768 px frame,
+    too large for a 114 px search region): with whole-frame looks he counts sooner."""
+    detector = Detector(DetectorConfig(accelerator="cpu", threads=1))
+    confirmed_at = {}
+    for every in (1.0, 0.0):
+        regions = {"enabled": True, "zoom": 2.0, "search_zoom": 1.4, "whole_frame_s": every}
+        pipe = camera_pipeline(detector, regions=regions)
+        cap = cv2.VideoCapture(str(CLIP))
+        sized = 0
+        for i in range(90):
+            ok, frame = cap.read()
+            assert ok
+            plan = pipe.plan(frame, i / 10)
+            found = [detector.detect_placed(frame, placements) for placements in plan.inputs]
+            result = pipe.complete(frame, i / 10, plan, [f for cell in found for f in cell], [])
+            sized += any(w[2] - w[0] > 114 for w in plan.windows)
+            if every not in confirmed_at and any(h.confirmed for h in result.heads):
+                confirmed_at[every] = i
+        cap.release()
+        if every:
+            assert sized >= 20  # his own region, larger than a search region, frame after frame
+    assert confirmed_at[1.0] <= 70
+    assert confirmed_at.get(0.0, 90) > confirmed_at[1.0] + 10
 
 
 def test_regions_and_tiles_together_are_a_config_error(tmp_path: Path) -> None:
