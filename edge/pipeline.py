@@ -237,7 +237,7 @@ class CameraPipeline:
         size = self.detector.input_size
         if self.regions is not None:
             inputs = self.regions.inputs(self.regions.plan(w, h, heads, moving))
-            if self._whole_frame_due(index, timestamp):
+            if self._whole_frame_due(index, timestamp) or self.regions.near_motion(moving):
                 return FramePlan(index, True, [letterboxed((0, 0, w, h), size), *inputs],
                                  whole_first=True)
             return FramePlan(index, True, inputs)
@@ -250,7 +250,8 @@ class CameraPipeline:
 
     def _whole_frame_due(self, index: int, timestamp: float) -> bool:
         """Whether regions look at the whole frame too (regions.whole_frame_s): on PLAN_LAG + 1
-        frames in a row once every whole_frame_s.
+        frames in a row once every whole_frame_s (and, RegionPlanner.near_motion, on every
+        frame on which someone near the camera moves).
 
         A run, not one frame: a head the whole frame finds gets a region of its own only from
         the frame planned PLAN_LAG frames later, and a new track missed once is dropped.

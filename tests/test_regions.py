@@ -149,6 +149,15 @@ def test_a_large_head_gets_a_region_sized_to_it_even_before_it_counts() -> None:
     assert contains(regions[1], (600.0, 200.0, 630.0, 250.0)) and regions[1] not in cells
 
 
+def test_only_motion_too_tall_for_a_far_person_calls_for_the_whole_frame() -> None:
+    plan = planner(whole_frame_s=1.0)  # search regions of 114 px
+    assert plan.near_motion([(10.0, 0.0, 67.0, 285.0)])
+    assert not plan.near_motion([(10.0, 0.0, 67.0, 284.0)])  # under 2.5 regions tall
+    assert not plan.near_motion([(10.0, 0.0, 66.0, 400.0)])  # a pole, a shadow's edge
+    assert not plan.near_motion([])
+    assert not planner(whole_frame_s=0.0).near_motion([(10.0, 0.0, 67.0, 285.0)])
+
+
 def test_around_heads_grows_a_square_only_when_asked() -> None:
     head = [(100.0, 100.0, 160.0, 160.0)]
     assert around_heads(head, 114, 1.0, 768, 576) == [square_at(130, 130, 114, 768, 576)]
@@ -245,6 +254,10 @@ def test_the_whole_frame_is_looked_at_three_frames_in_a_row_once_a_second() -> N
     whole = plans[10].inputs[0]
     assert len(whole) == 1 and whole[0].window == (0, 0, 768, 576)
     assert [len(p.inputs) for p in plans[9:13]] == [2, 3, 3, 3]
+    # Between two runs, something as tall as a person close to the camera moves.
+    near = frame.copy()
+    near[100:500, 300:420] = 240
+    assert pipe.plan(near, 2.5).whole_first
 
 
 def test_whole_frame_heads_are_large_ones_and_region_pieces_of_them_go() -> None:

@@ -116,15 +116,18 @@ class RegionsConfig(BaseModel):
         description=(
             "Seconds between looks at the whole frame, for people too near the camera for a "
             "region (a head larger than a search region is only pieces in one). Each look is "
-            "three frames in a row, one inference more on each; it keeps heads of a third of "
-            "a search region or more (38 px for a 320 input, grid 2, search_zoom 1.4), smaller "
-            "ones being the regions' to find, magnified. A head found that large (half a "
-            "search region or more) is then followed in a region sized to it (track_margin "
+            "three frames in a row, one inference more on each; the whole frame is also "
+            "looked at on every frame on which something moves that is 2.5 search regions "
+            "tall or more (someone close to the camera; needs `motion`). It keeps heads of a "
+            "third of a search region or more (38 px for a 320 input, grid 2, search_zoom "
+            "1.4), smaller ones being the regions' to find, magnified. A head found half a "
+            "search region or larger is then followed in a region sized to it (track_margin "
             "head sizes on each side), whether or not it counts yet. On PETS 2009 (heads of "
             "12-18 px, 7 fps) it changes no count and adds 0.3 inferences a frame; on the "
-            "one-by-one sample clip (heads of 80-130 px in a 768 px frame) these regions "
-            "without it count 0 of its 6 people, with it 5. 0: never (only tracks, motion "
-            "and the sweep)."
+            "one-by-one sample clip (heads of 80-130 px in a 768 px frame, the replay's "
+            "tracker and vote) these regions count 6 of its 6 people, 4 without it, 0 "
+            "without it and without regions sized to large heads. 0: never (only tracks, "
+            "motion and the sweep)."
         ),
     )
     track_margin: float = Field(
