@@ -191,10 +191,10 @@ class CameraPipeline:
         self.still_frames = 0
         self.regions = RegionPlanner(regions, detector.input_size) if regions.enabled else None
         self._last_detect: float | None = None
-        # regions.whole_frame_s: when the whole frame was last due by time, and the last frame
-        # of the run of whole-frame looks that began then.
+        # regions.whole_frame_s: when the whole frame was last due by time, and how many more
+        # detection frames of the run of whole-frame looks that began then are to come.
         self._last_whole: float | None = None
-        self._whole_until = -1
+        self._whole_left = 0
         self._windows: list[Window] = []
         self._windows_for = (0, 0)
         # (frame index, heads after it) of the last completed frames, for planning.
@@ -237,7 +237,7 @@ class CameraPipeline:
         size = self.detector.input_size
         if self.regions is not None:
             inputs = self.regions.inputs(self.regions.plan(w, h, heads, moving))
-            if self._whole_frame_due(index, timestamp) or self.regions.near_motion(moving):
+            if self._whole_frame_due(timestamp) or self.regions.near_motion(moving):
                 return FramePlan(index, True, [letterboxed((0, 0, w, h), size), *inputs],
                                  whole_first=True)
             return FramePlan(index, True, inputs)
@@ -248,10 +248,10 @@ class CameraPipeline:
             return FramePlan(index, True, inputs, zoomed_out=True)
         return FramePlan(index, True, inputs)
 
-    def _whole_frame_due(self, index: int, timestamp: float) -> bool:
+    def _whole_frame_due(self, timestamp: float) -> bool:
         """Whether regions look at the whole frame too (regions.whole_frame_s): on PLAN_LAG + 1
-        frames in a row once every whole_frame_s (and, RegionPlanner.near_motion, on every
-        frame on which someone near the camera moves).
+        detection frames in a row once every whole_frame_s (and, RegionPlanner.near_motion, on
+        every frame on which someone near the camera moves).
 
         A run, not one frame: a head the whole frame finds gets a region of its own only from
         the frame planned PLAN_LAG frames later, and a new track missed once is dropped.
@@ -259,10 +259,14 @@ class CameraPipeline:
         every = self.camera.regions.whole_frame_s
         if every <= 0:
             return False
-        if self._last_whole is None or timestamp - self._last_whole >= every:
+        # A clock stepped back (a live camera's wall clock) starts a run too.
+        if self._last_whole is None or not 0 <= timestamp - self._last_whole < every:
             self._last_whole = timestamp
-            self._whole_until = index + PLAN_LAG
-        return index <= self._whole_until
+            self._whole_left = PLAN_LAG + 1
+        if self._whole_left <= 0:
+            return False
+        self._whole_left -= 1
+        return True
 
     def _zoom_out_due(self, heads: list[Head], width: int, height: int) -> bool:
         """Whether a tracked head is large enough in a whole-frame input for the zoomed-out

@@ -129,28 +129,25 @@ def around_heads(heads: Sequence[Box], side: int, margin: float, width: int,
     Greedy, top to bottom: a head joins the first region whose heads, with their margins,
     still fit in one side x side square together with it. With grow, a head too large for a
     side x side square with its margins gets a square as large as they are (shown smaller in
-    its cell): cut by a small region, a near head is only pieces.
+    its cell): cut by a small region, a near head is only pieces; a head joins such a group
+    while all of them fit in the square its largest member needs.
     """
-    groups: list[list[float]] = []
+    groups: list[list[float]] = []  # x1, y1, x2, y2, side of the group's square
     for x1, y1, x2, y2 in sorted(heads, key=lambda b: (b[1], b[0])):
         mx, my = margin * (x2 - x1), margin * (y2 - y1)
         box = [x1 - mx, y1 - my, x2 + mx, y2 + my]
+        need = max(side, math.ceil(max(box[2] - box[0], box[3] - box[1]))) if grow else side
         for group in groups:
             union = [min(group[0], box[0]), min(group[1], box[1]),
                      max(group[2], box[2]), max(group[3], box[3])]
-            if union[2] - union[0] <= side and union[3] - union[1] <= side:
-                group[:] = union
+            limit = max(group[4], need)
+            if union[2] - union[0] <= limit and union[3] - union[1] <= limit:
+                group[:] = [*union, limit]
                 break
         else:
-            groups.append(box)
+            groups.append([*box, need])
     return [
-        square_at(
-            (g[0] + g[2]) / 2,
-            (g[1] + g[3]) / 2,
-            max(side, math.ceil(max(g[2] - g[0], g[3] - g[1]))) if grow else side,
-            width,
-            height,
-        )
+        square_at((g[0] + g[2]) / 2, (g[1] + g[3]) / 2, int(g[4]), width, height)
         for g in groups
     ]
 
@@ -209,8 +206,10 @@ class RegionPlanner:
         small = [h for h in heads if not self.is_large(h)]
         walking = [h.box for h in small if h.travelled]
         still = [h.box for h in small if h.confirmed and not h.travelled]
-        # A large head gets a region sized to it, even before it counts: shown no larger than
-        # a search region shows it, nothing there is magnified.
+        # A large head gets a region sized to it, even before it counts: with a head size on
+        # each side it is shown at 160 / (3 x 57) = 0.94 model px per frame px at most (for a
+        # 320 input, grid 2), below a search region's 1.4, and a false one must still be found
+        # on min_hits frames in a row to count.
         large = [h.box for h in heads if self.is_large(h)]
         chosen = around_heads(large, self.search_side, cfg.track_margin, width, height, True)
         chosen += around_heads(walking, self.side, cfg.track_margin, width, height)
@@ -245,7 +244,8 @@ class RegionPlanner:
         )
 
     def is_large(self, head: Head) -> bool:
-        """Whether the head is too large for a search region with room around it."""
+        """Whether the detector's last box of the head (a face's own box, for a face) is
+        LARGE_SHARE of a search region's side or more."""
         return head.seen_side >= self.large_px
 
     def _sweep(self, width: int, height: int, count: int) -> list[Window]:

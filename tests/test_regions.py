@@ -254,6 +254,8 @@ def test_the_whole_frame_is_looked_at_three_frames_in_a_row_once_a_second() -> N
     whole = plans[10].inputs[0]
     assert len(whole) == 1 and whole[0].window == (0, 0, 768, 576)
     assert [len(p.inputs) for p in plans[9:13]] == [2, 3, 3, 3]
+    # A clock stepped back starts a run at once.
+    assert pipe.plan(frame, 0.5).whole_first
     # Between two runs, something as tall as a person close to the camera moves.
     near = frame.copy()
     near[100:500, 300:420] = 240
@@ -275,6 +277,28 @@ def test_whole_frame_heads_are_large_ones_and_region_pieces_of_them_go() -> None
     assert found == [[face], [inside_small], [elsewhere]]
 
 
+def test_the_pipeline_tracks_the_whole_frames_large_heads_not_region_pieces_of_them() -> None:
+    """complete() with made-up detections: what the tracker is given on a whole-frame frame."""
+    detector = Detector(DetectorConfig(accelerator="cpu", threads=1))
+    regions = {"enabled": True, "scan_cells_per_frame": 1, "whole_frame_s": 1.0, "motion": False}
+    pipe = camera_pipeline(detector, regions=regions)
+    frame = np.full((432, 768, 3), 90, np.uint8)
+    plan = pipe.plan(frame, 0.0)
+    assert plan.whole_first and len(plan.inputs) == 2
+    assert plan.windows[1] == (0, 0, 114, 114)  # the sweep's first cell
+
+    def head(box: tuple[float, float, float, float], label: int) -> Detection:
+        return Detection(box, label, 0.9, (0.9 if label == 0 else 0.0, 0.9 if label == 1 else 0.0,
+                                           0.9 if label == 2 else 0.0))
+
+    face = head((10.0, 5.0, 100.0, 95.0), 1)
+    tiny = head((600.0, 300.0, 612.0, 312.0), 2)  # small: the regions' to find, not the frame's
+    eye = head((30.0, 25.0, 70.0, 65.0), 1)  # the first region's piece of that face
+    found = [[face, tiny], [eye], [], [], []]
+    result = pipe.complete(frame, 0.0, plan, found, [])
+    assert [h.detection.box for h in result.heads if h.detection] == [face.box]
+
+
 @pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/videos (third-party data)")
 def test_a_near_walker_is_found_by_the_whole_frame_and_followed_by_a_region_sized_to_him() -> None:
     """One-by-one's first man walks in close to the camera (heads of 80-130 px in a 768 px frame,
@@ -292,7 +316,9 @@ def test_a_near_walker_is_found_by_the_whole_frame_and_followed_by_a_region_size
             plan = pipe.plan(frame, i / 10)
             found = [detector.detect_placed(frame, placements) for placements in plan.inputs]
             result = pipe.complete(frame, i / 10, plan, [f for cell in found for f in cell], [])
-            sized += any(w[2] - w[0] > 114 for w in plan.windows)
+            # Regions only (the whole frame, first when looked at, is wider too).
+            looked = plan.windows[1:] if plan.whole_first else plan.windows
+            sized += any(w[2] - w[0] > 114 for w in looked)
             if every not in confirmed_at and any(h.confirmed for h in result.heads):
                 confirmed_at[every] = i
         cap.release()
