@@ -87,20 +87,20 @@ def _whole_and_regions(
     tiles (edge.tiling).
     """
     whole = [d for d in found[0] if longer_side(d.box) >= keep_px]
-    faces = np.array([d.box for d in whole], dtype=np.float64).reshape(-1, 4)
+    held = np.array([d.box for d in whole], dtype=np.float64).reshape(-1, 4)
     out = [whole]
     for dets in found[1:]:
-        if not len(faces) or not dets:
+        if not len(held) or not dets:
             out.append(list(dets))
             continue
         boxes = np.array([d.box for d in dets], dtype=np.float64)
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        face_area = (faces[:, 2] - faces[:, 0]) * (faces[:, 3] - faces[:, 1])
-        inside = inside_matrix(boxes, faces) >= PIECE_INSIDE
+        held_area = (held[:, 2] - held[:, 0]) * (held[:, 3] - held[:, 1])
+        inside = inside_matrix(boxes, held) >= PIECE_INSIDE
         # Only a box the whole frame could have found is a piece: a small far head inside a
         # larger box (a body the whole frame read as a head) is the regions' own find.
         piece = (np.maximum(w, h) >= keep_px) & (
-            inside & (face_area[None, :] >= PIECE_AREA_RATIO * (w * h)[:, None])
+            inside & (held_area[None, :] >= PIECE_AREA_RATIO * (w * h)[:, None])
         ).any(1)
         out.append([d for d, p in zip(dets, piece, strict=True) if not p])
     return out
