@@ -22,7 +22,6 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 
-from edge.anchors import inside_matrix
 from edge.config.camera import CameraConfig
 from edge.config.decide import DecideConfig
 from edge.config.tracker import TrackerConfig
@@ -35,12 +34,11 @@ from edge.motion import THUMBNAIL_WIDTH, MotionGate
 from edge.regions import Box, Head, RegionPlanner
 from edge.tiling import (
     LARGE_FACE_PX,
-    PIECE_AREA_RATIO,
-    PIECE_INSIDE,
     ZOOMED_MIN_PX,
     longer_side,
     merge_windows,
     tile_windows,
+    without_pieces,
 )
 from edge.track import EndedTrack, TrackedHead, Tracker
 
@@ -76,34 +74,18 @@ def _by_size(
 
 
 def _whole_and_regions(
-    found: Sequence[Sequence[Detection]], keep_px: float
+    found: Sequence[Sequence[Detection]], inputs: Sequence[Sequence[Placement]], keep_px: float
 ) -> list[list[Detection]]:
     """The whole-frame view's heads of keep_px or more (frame pixels; smaller ones are the
-    regions' to find, magnified), and the regions' heads less the pieces of those.
+    regions' to find, magnified), and the regions' heads less the pieces of its faces.
 
-    A region smaller than a head sees a piece of it (an eye, an ear) and may read it as a
-    face: a region's box lying PIECE_INSIDE inside a whole-frame box (a face, or a head seen
-    from behind) of PIECE_AREA_RATIO times its area is such a piece, as with a still photo's
-    tiles (edge.tiling).
+    A region smaller than a face sees a piece of it (an eye, an ear) and may read it as a
+    face: the still photo's rule for tiles decides (edge.tiling.without_pieces), each region
+    a tile of its own scale.
     """
     whole = [d for d in found[0] if longer_side(d.box) >= keep_px]
-    held = np.array([d.box for d in whole], dtype=np.float64).reshape(-1, 4)
-    out = [whole]
-    for dets in found[1:]:
-        if not len(held) or not dets:
-            out.append(list(dets))
-            continue
-        boxes = np.array([d.box for d in dets], dtype=np.float64)
-        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        held_area = (held[:, 2] - held[:, 0]) * (held[:, 3] - held[:, 1])
-        inside = inside_matrix(boxes, held) >= PIECE_INSIDE
-        # Only a box the whole frame could have found is a piece: a small far head inside a
-        # larger box (a body the whole frame read as a head) is the regions' own find.
-        piece = (np.maximum(w, h) >= keep_px) & (
-            inside & (held_area[None, :] >= PIECE_AREA_RATIO * (w * h)[:, None])
-        ).any(1)
-        out.append([d for d, p in zip(dets, piece, strict=True) if not p])
-    return out
+    region_px = [1 / p.scale for placements in inputs[1:] for p in placements]
+    return without_pieces([whole, *[list(f) for f in found[1:]]], [0.0, *region_px])
 
 
 def wall_clock(timestamp: float) -> datetime:
@@ -298,7 +280,7 @@ class CameraPipeline:
                 found = _by_size(found, plan.inputs)
             if plan.whole_first:
                 assert self.regions is not None
-                found = _whole_and_regions(found, self.regions.whole_keep_px)
+                found = _whole_and_regions(found, plan.inputs, self.regions.whole_keep_px)
             cut = self.regions is not None
             heads = merge_windows(found, plan.windows, w, h, nms_iou, drop_cut=cut)
             update = self.tracker.update(heads, timestamp, (w, h))

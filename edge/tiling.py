@@ -211,12 +211,14 @@ def _still_views(
     return found, windows, tile_px
 
 
-def _without_pieces(found: list[list[Detection]], tile_px: list[float]) -> list[list[Detection]]:
+def without_pieces(found: list[list[Detection]], tile_px: list[float]) -> list[list[Detection]]:
     """Each view's faces less the tiles' boxes that are pieces of a larger face.
 
     A tile's box of PIECE_FROM_PX or more in the tile's input, lying at least PIECE_INSIDE
     inside a face box (either front label) of a coarser view whose area is PIECE_AREA_RATIO
-    times its own or more, is a piece of that face (see TILE_FACE_MAX_PX).
+    times its own or more, is a piece of that face (see TILE_FACE_MAX_PX). tile_px: for each
+    view, image pixels per model-input pixel if it is a tile (a camera's region too), 0 if it
+    is a coarser view.
     """
     faces = np.array(
         [
@@ -278,7 +280,7 @@ def detect_still(
         windows += [(width - x2, y1, width - x1, y2) for x1, y1, x2, y2 in flipped_windows]
         tile_px += flipped_px
     merged = merge_windows(
-        _without_pieces(found, tile_px), windows, width, height, nms_iou, box_vote=box_vote
+        without_pieces(found, tile_px), windows, width, height, nms_iou, box_vote=box_vote
     )
     return sorted(merged, key=lambda d: -d.score)[:max_detections]
 

@@ -268,13 +268,22 @@ def test_whole_frame_heads_are_large_ones_and_region_pieces_of_them_go() -> None
         scores[label] = score
         return Detection(box, label, score, (scores[0], scores[1], scores[2]))
 
+    # The whole frame, then two 114 px regions (1.4 model px per frame px) in one mosaic.
+    regions = [(280, 0, 394, 114), (60, 60, 174, 174)]
+    inputs = [letterboxed((0, 0, 768, 432), 320), mosaic(regions, 320, 2)]
     face = head((300.0, 20.0, 390.0, 110.0), 1, 0.7)
     small_far = head((600.0, 300.0, 616.0, 316.0), 2, 0.5)  # the whole frame's guess
-    eye = head((320.0, 40.0, 360.0, 80.0), 1, 0.8)  # a region saw a piece of the face
+    eye = head((320.0, 40.0, 368.0, 88.0), 1, 0.8)  # 67 model px, inside the face: a piece
     inside_small = head((330.0, 60.0, 346.0, 76.0), 2, 0.6)  # too small to be a piece
     elsewhere = head((100.0, 100.0, 150.0, 150.0), 2, 0.6)
-    found = _whole_and_regions([[face, small_far], [eye, inside_small], [elsewhere]], 38.0)
+    found = _whole_and_regions(
+        [[face, small_far], [eye, inside_small], [elsewhere]], inputs, 38.0
+    )
     assert found == [[face], [inside_small], [elsewhere]]
+    # A head seen from behind holds no pieces (the still photos' rule: faces only).
+    back = head((300.0, 20.0, 390.0, 110.0), 2, 0.7)
+    found = _whole_and_regions([[back], [eye], [elsewhere]], inputs, 38.0)
+    assert found == [[back], [eye], [elsewhere]]
 
 
 def test_the_pipeline_tracks_the_whole_frames_large_heads_not_region_pieces_of_them() -> None:
@@ -293,7 +302,7 @@ def test_the_pipeline_tracks_the_whole_frames_large_heads_not_region_pieces_of_t
 
     face = head((10.0, 5.0, 100.0, 95.0), 1)
     tiny = head((600.0, 300.0, 612.0, 312.0), 2)  # small: the regions' to find, not the frame's
-    eye = head((30.0, 25.0, 70.0, 65.0), 1)  # the first region's piece of that face
+    eye = head((30.0, 25.0, 78.0, 73.0), 1)  # the first region's piece of that face (67 px)
     found = [[face, tiny], [eye], [], [], []]
     result = pipe.complete(frame, 0.0, plan, found, [])
     assert [h.detection.box for h in result.heads if h.detection] == [face.box]
