@@ -262,6 +262,20 @@ def test_the_whole_frame_is_looked_at_three_frames_in_a_row_once_a_second() -> N
     assert pipe.plan(near, 2.5).whole_first
 
 
+def test_a_run_of_whole_frame_looks_is_three_detection_frames() -> None:
+    detector = Detector(DetectorConfig(accelerator="cpu", threads=1))
+    regions = {"enabled": True, "scan_cells_per_frame": 1, "whole_frame_s": 1.0}
+    pipe = camera_pipeline(detector, regions=regions, detect_every_n_frames=2)
+    frame = np.full((576, 768, 3), 90, np.uint8)
+    looked = []
+    for i in range(16):
+        plan = pipe.plan(frame, i / 10)
+        pipe.complete(frame, i / 10, plan, [[] for _ in plan.windows], [])
+        if plan.whole_first:
+            looked.append(i)
+    assert looked == [0, 2, 4, 10, 12, 14]
+
+
 def test_whole_frame_heads_are_large_ones_and_region_pieces_of_them_go() -> None:
     def head(box: tuple[float, float, float, float], label: int, score: float) -> Detection:
         scores = [0.0, 0.0, 0.0]
