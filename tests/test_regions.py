@@ -324,8 +324,8 @@ def test_the_pipeline_tracks_the_whole_frames_large_heads_not_region_pieces_of_t
 
 @pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/videos (third-party data)")
 def test_a_near_walker_is_found_by_the_whole_frame_and_followed_by_a_region_sized_to_him() -> None:
-    """One-by-one's first man walks in close to the camera (heads boxed at 73-105 px in a 768 px frame,
-    too large for a 114 px search region): with whole-frame looks he counts sooner."""
+    """One-by-one's first man walks in close to the camera (heads boxed at 73-105 px in a 768
+    px frame, too large for a 114 px search region): with whole-frame looks he counts sooner."""
     detector = Detector(DetectorConfig(accelerator="cpu", threads=1))
     confirmed_at = {}
     for every in (1.0, 0.0):
