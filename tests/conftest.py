@@ -27,6 +27,7 @@ from edge.config.camera import CameraConfig
 from edge.config.decide import DecideConfig
 from edge.config.tracker import TrackerConfig
 from edge.detect import Detector
+from edge.detection import Detection
 from edge.pipeline import CameraPipeline, footage_clock
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -40,6 +41,13 @@ def camera_pipeline(detector: Detector, **camera: Any) -> CameraPipeline:
         detector, TrackerConfig(), DecideConfig(), lambda event: None,
         footage_clock(datetime(2026, 1, 1, tzinfo=timezone.utc)),
     )
+
+
+def one_label(box: tuple[float, float, float, float], label: int, score: float) -> Detection:
+    """A detection of one label at `score` (the other labels' scores zero)."""
+    scores = [0.0, 0.0, 0.0]
+    scores[label] = score
+    return Detection(box, label, score, (scores[0], scores[1], scores[2]))
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import camera_pipeline
+from conftest import camera_pipeline, one_label
 
 from edge.config.detector import DetectorConfig
 from edge.config.load import ConfigError, load_config
 from edge.config.regions import RegionsConfig
 from edge.detect import Detector
-from edge.detection import Detection
 from edge.layout import compose_into, letterboxed, mosaic, to_frame
 from edge.pipeline import _whole_and_regions
 from edge.regions import (
@@ -277,25 +276,20 @@ def test_a_run_of_whole_frame_looks_is_three_detection_frames() -> None:
 
 
 def test_whole_frame_heads_are_large_ones_and_region_pieces_of_them_go() -> None:
-    def head(box: tuple[float, float, float, float], label: int, score: float) -> Detection:
-        scores = [0.0, 0.0, 0.0]
-        scores[label] = score
-        return Detection(box, label, score, (scores[0], scores[1], scores[2]))
-
     # The whole frame, then two 114 px regions (1.4 model px per frame px) in one mosaic.
     regions = [(280, 0, 394, 114), (60, 60, 174, 174)]
     inputs = [letterboxed((0, 0, 768, 432), 320), mosaic(regions, 320, 2)]
-    face = head((300.0, 20.0, 390.0, 110.0), 1, 0.7)
-    small_far = head((600.0, 300.0, 616.0, 316.0), 2, 0.5)  # the whole frame's guess
-    eye = head((320.0, 40.0, 368.0, 88.0), 1, 0.8)  # 67 model px, inside the face: a piece
-    inside_small = head((330.0, 60.0, 346.0, 76.0), 2, 0.6)  # too small to be a piece
-    elsewhere = head((100.0, 100.0, 150.0, 150.0), 2, 0.6)
+    face = one_label((300.0, 20.0, 390.0, 110.0), 1, 0.7)
+    small_far = one_label((600.0, 300.0, 616.0, 316.0), 2, 0.5)  # the whole frame's guess
+    eye = one_label((320.0, 40.0, 368.0, 88.0), 1, 0.8)  # 67 model px, inside the face: a piece
+    inside_small = one_label((330.0, 60.0, 346.0, 76.0), 2, 0.6)  # too small to be a piece
+    elsewhere = one_label((100.0, 100.0, 150.0, 150.0), 2, 0.6)
     found = _whole_and_regions(
         [[face, small_far], [eye, inside_small], [elsewhere]], inputs, 38.0
     )
     assert found == [[face], [inside_small], [elsewhere]]
     # A head seen from behind holds no pieces (the still photos' rule: faces only).
-    back = head((300.0, 20.0, 390.0, 110.0), 2, 0.7)
+    back = one_label((300.0, 20.0, 390.0, 110.0), 2, 0.7)
     found = _whole_and_regions([[back], [eye], [elsewhere]], inputs, 38.0)
     assert found == [[back], [eye], [elsewhere]]
 
@@ -310,13 +304,9 @@ def test_the_pipeline_tracks_the_whole_frames_large_heads_not_region_pieces_of_t
     assert plan.whole_first and len(plan.inputs) == 2
     assert plan.windows[1] == (0, 0, 114, 114)  # the sweep's first cell
 
-    def head(box: tuple[float, float, float, float], label: int) -> Detection:
-        return Detection(box, label, 0.9, (0.9 if label == 0 else 0.0, 0.9 if label == 1 else 0.0,
-                                           0.9 if label == 2 else 0.0))
-
-    face = head((10.0, 5.0, 100.0, 95.0), 1)
-    tiny = head((600.0, 300.0, 612.0, 312.0), 2)  # small: the regions' to find, not the frame's
-    eye = head((30.0, 25.0, 78.0, 73.0), 1)  # the first region's piece of that face (67 px)
+    face = one_label((10.0, 5.0, 100.0, 95.0), 1, 0.9)
+    tiny = one_label((600.0, 300.0, 612.0, 312.0), 2, 0.9)  # small: the regions' to find
+    eye = one_label((30.0, 25.0, 78.0, 73.0), 1, 0.9)  # the first region's piece of it (67 px)
     found = [[face, tiny], [eye], [], [], []]
     result = pipe.complete(frame, 0.0, plan, found, [])
     assert [h.detection.box for h in result.heads if h.detection] == [face.box]

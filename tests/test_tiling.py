@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import camera_pipeline
+from conftest import camera_pipeline, one_label
 
 from edge.config.detector import DetectorConfig
 from edge.detect import Detector
@@ -290,25 +290,18 @@ def test_a_still_gives_at_most_max_detections_best_first() -> None:
 
 
 @pytest.mark.skipif(not CLIP.exists(), reason="needs ../shared/videos (third-party data)")
-def _det(box: tuple[float, float, float, float], label: int, score: float) -> Detection:
-    """A detection of one label at `score` (the other labels' scores zero)."""
-    scores = [0.0, 0.0, 0.0]
-    scores[label] = score
-    return Detection(box, label, score, (scores[0], scores[1], scores[2]))
-
-
 def test_a_faces_box_is_the_vote_of_the_boxes_its_views_found() -> None:
     """The kept face's box is the score-weighted mean of the overlapping boxes of its label
     at least half as confident; a box of another label (a head box follows another
     convention), one less than half as sure and a neighbour's box do not vote; score and
     label stay the kept box's."""
     found = [
-        _det((100, 100, 140, 150), FRONT_WITH_MASK, 0.8),  # kept
-        _det((104, 102, 144, 152), FRONT_WITH_MASK, 0.4),  # the same face, half as sure
-        _det((96, 98, 140, 150), FRONT_WITH_MASK, 0.3),  # less than half as sure
-        _det((102, 101, 142, 151), FRONT_WITHOUT_MASK, 0.8),  # read the other way
-        _det((95, 90, 150, 160), FACE_NOT_VISIBLE, 0.8),  # the head box around it
-        _det((130, 100, 170, 150), FRONT_WITH_MASK, 0.8),  # a neighbour, IoU 0.2
+        one_label((100, 100, 140, 150), FRONT_WITH_MASK, 0.8),  # kept
+        one_label((104, 102, 144, 152), FRONT_WITH_MASK, 0.4),  # the same face, half as sure
+        one_label((96, 98, 140, 150), FRONT_WITH_MASK, 0.3),  # less than half as sure
+        one_label((102, 101, 142, 151), FRONT_WITHOUT_MASK, 0.8),  # read the other way
+        one_label((95, 90, 150, 160), FACE_NOT_VISIBLE, 0.8),  # the head box around it
+        one_label((130, 100, 170, 150), FRONT_WITH_MASK, 0.8),  # a neighbour, IoU 0.2
     ]
     (voted, neighbour) = vote_boxes(found, np.array([0, 5]), 0.55)
     assert voted.box == pytest.approx((100 + 4 / 3, 100 + 2 / 3, 140 + 4 / 3, 150 + 2 / 3))
@@ -320,8 +313,8 @@ def test_kept_boxes_never_vote_for_each_other_and_a_lone_box_stays_as_it_is() ->
     """Two faces NMS kept apart (here with nms_iou above the vote's IoU) keep their own boxes,
     exactly: neither votes for the other, and nothing else votes for them."""
     found = [
-        _det((0.1, 0.3, 10.7, 10.9), FRONT_WITH_MASK, 0.9),
-        _det((0.1, 0.3, 10.7, 12.9), FRONT_WITH_MASK, 0.8),
+        one_label((0.1, 0.3, 10.7, 10.9), FRONT_WITH_MASK, 0.9),
+        one_label((0.1, 0.3, 10.7, 12.9), FRONT_WITH_MASK, 0.8),
     ]
     voted = vote_boxes(found, np.array([0, 1]), 0.55)
     assert [d.box for d in voted] == [found[0].box, found[1].box]
@@ -338,10 +331,10 @@ def test_photos_vote_boxes_only_when_asked() -> None:
         # The whole image boxes the face one way, the top-left tile 6 px further right (the
         # other tiles and the zoomed-out views see nothing).
         if image.shape[:2] == frame.shape[:2]:
-            return [_det((100, 100, 130, 140), FRONT_WITH_MASK, 0.9)]
+            return [one_label((100, 100, 130, 140), FRONT_WITH_MASK, 0.9)]
         starts_at_origin = image.ctypes.data == frame.ctypes.data
         if image.shape[:2] == (top_left[3], top_left[2]) and starts_at_origin:
-            return [_det((106, 100, 136, 140), FRONT_WITH_MASK, 0.9)]
+            return [one_label((106, 100, 136, 140), FRONT_WITH_MASK, 0.9)]
         return []
 
     (plain,) = detect_still(views, frame, 2, 320, 0.45, 50)
