@@ -203,14 +203,15 @@ class RegionPlanner:
         # search region, a new one not at all (motion and the sweep come by): a patch of
         # background that the model once took for a head must not be looked at closely until
         # it counts, or it is found again and again and counted.
-        small = [h for h in heads if not self.is_large(h)]
+        is_large = [self.is_large(h) for h in heads]
+        small = [h for h, big in zip(heads, is_large, strict=True) if not big]
         walking = [h.box for h in small if h.travelled]
         still = [h.box for h in small if h.confirmed and not h.travelled]
         # A large head gets a region sized to it, even before it counts: with a head size on
-        # each side it is shown at 160 / (3 x 57) = 0.94 model px per frame px at most (for a
-        # 320 input, grid 2), below a search region's 1.4, and a false one must still be found
-        # on min_hits frames in a row to count.
-        large = [h.box for h in heads if self.is_large(h)]
+        # each side it is shown at 160 / (3 x 57) = 0.94 model px per frame px at most (320
+        # input, grid 2, search_zoom 1.4, track_margin 1), below a search region's 1.4, and a
+        # false one must still be found on min_hits frames in a row to count.
+        large = [h.box for h, big in zip(heads, is_large, strict=True) if big]
         chosen = around_heads(large, self.search_side, cfg.track_margin, width, height, True)
         chosen += around_heads(walking, self.side, cfg.track_margin, width, height)
         chosen += around_heads(still, self.search_side, cfg.track_margin, width, height)
